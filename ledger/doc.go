@@ -1,0 +1,32 @@
+// Package ledger is one node's durable, signed op log and the state derived
+// from it (DESIGN §3, §6, §7).
+//
+// What lives here: the op envelope and its canonical encoding; fleet keys
+// and device certificates; Append (local ops: seq, prev hash, HLC,
+// signature, group-committed fsync); ApplyBatch (remote ops: signature,
+// certificate, role, store and chain checks, idempotent, out-of-order ops
+// held until their gap fills, equivocation kept as evidence); the
+// materialised state (stock PN-counters, the sale log, LWW catalog, prices
+// and policy, version vectors and digests per scope, oversell conflicts);
+// the catch-up queries sync uses; and audit export/verify.
+//
+// Invariants:
+//   - An op is acknowledged (Append returns, or a version vector covers it)
+//     only after the batch holding it committed to storage.
+//   - A device's ops in one store form a hash chain; an op is placed only
+//     when its prev is an op already placed at seq-1. The chain is per
+//     (store, device) because version vectors are per scope.
+//   - The state is a function of the set of placed ops, not of their order:
+//     replicas holding the same ops have the same Digest.
+//
+// HAZARDS:
+//   - Revocation is checked when an op arrives: a replica that applied a
+//     revoked device's op before it learned of the revocation keeps it. The
+//     mesh refuses revoked peers, which bounds the window.
+//   - Ops held for a missing predecessor live in memory only (bounded by
+//     Config.MaxHeld); after a restart peers send them again.
+//   - Replay on open re-reads every op: start-up time grows with the log.
+//
+// Imports: crdt, go-datastore and go-ds-badger4, the standard library.
+// Never libp2p or net: the ledger knows nothing of the network.
+package ledger

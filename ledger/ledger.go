@@ -1,0 +1,374 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"storemesh/crdt"
+)
+
+// Config says whose ledger this is and how it behaves.
+type Config struct {
+	// Fleet is the fleet public key every certificate must be signed by.
+	Fleet ed25519.PublicKey
+	// Self is this device's certificate. Nil opens the ledger read-only
+	// over every scope (audit export, inspection).
+	Self *Certificate
+	// Key is this device's private key; nil opens read-only.
+	Key ed25519.PrivateKey
+	// Now is the physical clock for the HLC. Default: time.Now.
+	Now crdt.PhysicalClock
+	// MaxClockOffset bounds how far a remote op's timestamp may drag this
+	// device's HLC ahead of its own clock. Default 5 minutes: terminal
+	// clocks are set by hand and drift; a larger skew is logged, and the op
+	// still applies.
+	MaxClockOffset time.Duration
+	// MaxHeld bounds the out-of-order ops kept in memory waiting for their
+	// predecessors. Default 65,536 (about 20 MiB of sales); past it an op is
+	// refused with ErrTooManyHeld and the peer sends it again later.
+	MaxHeld int
+	// SigCache, if set, remembers verified signatures; the simulator shares
+	// one between its replicas. Default: none.
+	SigCache *SigCache
+	// Logger receives rejections, forks and storage failures. Default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in; the caller
+// adds Fleet, Self and Key.
+func DefaultConfig() Config {
+	return Config{
+		Now:            func() int64 { return time.Now().UnixNano() },
+		MaxClockOffset: 5 * time.Minute,
+		MaxHeld:        1 << 16,
+		Logger:         slog.New(slog.DiscardHandler),
+	}
+}
+
+// Validate returns every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Fleet) != ed25519.PublicKeySize {
+		errs = append(errs, errors.New("fleet public key missing"))
+	}
+	if c.Self != nil {
+		if err := c.Self.Verify(c.Fleet, time.Time{}); err != nil {
+			errs = append(errs, fmt.Errorf("own certificate: %w", err))
+		}
+		if c.Key != nil && string(c.Key.Public().(ed25519.PublicKey)) != string(c.Self.PubKey) {
+			errs = append(errs, errors.New("device key does not match the certificate"))
+		}
+	}
+	if c.Key != nil && c.Self == nil {
+		errs = append(errs, errors.New("device key given without a certificate"))
+	}
+	if c.Now == nil {
+		errs = append(errs, errors.New("no physical clock"))
+	}
+	if c.MaxHeld <= 0 {
+		errs = append(errs, errors.New("MaxHeld must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+type chainKey struct{ scope, device string }
+
+type heldKey struct {
+	chainKey
+	seq uint64
+}
+
+type pendingOp struct {
+	op   *Op
+	body body
+}
+
+type commitReq struct {
+	puts  []putKV
+	ops   []pendingOp
+	done  chan error
+	after func() // runs after a successful commit, under l.mu
+}
+
+type putKV struct {
+	key ds.Key
+	val []byte
+}
+
+// Ledger is one node's durable, signed op log and the state derived from
+// it. It is safe for concurrent use.
+type Ledger struct {
+	cfg     Config
+	ds      ds.Batching
+	log     *slog.Logger
+	fleetID string
+	all     bool // replicates every scope (anchor, read-only)
+
+	mu         sync.Mutex
+	clock      *crdt.Clock
+	chains     map[chainKey]*chain
+	held       map[heldKey][]pendingOp
+	heldCount  int
+	certs      map[string][]*Certificate
+	st         *state
+	vv         map[string]crdt.VersionVector // durable contiguous seqs per scope
+	queue      []*commitReq
+	committing bool
+	idle       *sync.Cond // signalled when a commit leader finishes
+	failed     error
+	closed     bool
+	subs       map[int]func([]*Op)
+	nextSub    int
+	stats      Stats
+}
+
+// Stats are running counters for metrics.
+type Stats struct {
+	Appended  uint64
+	Applied   uint64
+	Duplicate uint64
+	Held      int
+	Forks     uint64
+	Commits   uint64 // durable batch commits (fsyncs with badger)
+	Rejected  map[Reason]uint64
+}
+
+// Open replays the ops stored in d, rebuilds the state and returns the
+// ledger. d must be durable on Commit for the durability promise to hold
+// (OpenBadger makes such a store).
+func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
+	def := DefaultConfig()
+	if cfg.Now == nil {
+		cfg.Now = def.Now
+	}
+	if cfg.MaxClockOffset == 0 {
+		cfg.MaxClockOffset = def.MaxClockOffset
+	}
+	if cfg.MaxHeld == 0 {
+		cfg.MaxHeld = def.MaxHeld
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = def.Logger
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ledger: config: %w", err)
+	}
+	l := &Ledger{
+		cfg:     cfg,
+		ds:      d,
+		log:     cfg.Logger,
+		fleetID: FleetID(cfg.Fleet),
+		all:     cfg.Self == nil || cfg.Self.Store == FleetScope,
+		clock:   crdt.NewClock(cfg.Now, cfg.MaxClockOffset),
+		chains:  map[chainKey]*chain{},
+		held:    map[heldKey][]pendingOp{},
+		certs:   map[string][]*Certificate{},
+		st:      newState(),
+		vv:      map[string]crdt.VersionVector{},
+		subs:    map[int]func([]*Op){},
+		stats:   Stats{Rejected: map[Reason]uint64{}},
+	}
+	l.idle = sync.NewCond(&l.mu)
+	if err := l.replay(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Self != nil {
+		if err := l.addCert(ctx, cfg.Self); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// FleetID is the id of the fleet this ledger belongs to.
+func (l *Ledger) FleetID() string { return l.fleetID }
+
+// Self is this device's certificate (nil when read-only).
+func (l *Ledger) Self() *Certificate { return l.cfg.Self }
+
+// HoldsScope reports whether this replica keeps the ops of store scope.
+func (l *Ledger) HoldsScope(scope string) bool {
+	return l.all || scope == FleetScope || scope == l.cfg.Self.Store
+}
+
+// Close stops the ledger. It waits for a commit under way; it does not
+// close the datastore, which the caller opened.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for l.committing {
+		l.idle.Wait()
+	}
+	return nil
+}
+
+// Subscribe calls fn with every batch of ops that becomes durable, local or
+// remote, in commit order. fn runs on the committing goroutine: it must not
+// block or call back into the ledger's write methods. The returned func
+// cancels the subscription.
+func (l *Ledger) Subscribe(fn func([]*Op)) (cancel func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id := l.nextSub
+	l.nextSub++
+	l.subs[id] = fn
+	return func() {
+		l.mu.Lock()
+		delete(l.subs, id)
+		l.mu.Unlock()
+	}
+}
+
+// Stats returns a copy of the counters.
+func (l *Ledger) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats
+	s.Held = l.heldCount
+	s.Rejected = make(map[Reason]uint64, len(l.stats.Rejected))
+	for r, n := range l.stats.Rejected {
+		s.Rejected[r] = n
+	}
+	return s
+}
+
+func (l *Ledger) writable() error {
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.failed != nil:
+		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
+	}
+	return nil
+}
+
+// commit hands req to the group committer and waits until it is durable.
+// Called with l.mu held; returns with l.mu held. Whoever finds no commit
+// under way becomes the leader and commits everything queued, its own
+// request and any that arrive meanwhile, one batch (one fsync) at a time.
+func (l *Ledger) commit(req *commitReq) error {
+	req.done = make(chan error, 1)
+	l.queue = append(l.queue, req)
+	if l.committing {
+		l.mu.Unlock()
+		err := <-req.done
+		l.mu.Lock()
+		return err
+	}
+	l.committing = true
+	for len(l.queue) > 0 {
+		batch := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		err := l.write(batch)
+		l.mu.Lock()
+		var durable []*Op
+		if err != nil {
+			l.failed = err
+			l.log.Error("ledger storage failure; writes stopped", "err", err)
+			err = fmt.Errorf("%w: %v", ErrStorage, err)
+		} else {
+			l.stats.Commits++
+			for _, r := range batch {
+				for _, p := range r.ops {
+					l.materialise(p)
+					durable = append(durable, p.op)
+				}
+				if r.after != nil {
+					r.after()
+				}
+			}
+		}
+		subs := make([]func([]*Op), 0, len(l.subs))
+		for _, fn := range l.subs {
+			subs = append(subs, fn)
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+		if len(durable) > 0 && len(subs) > 0 {
+			l.mu.Unlock()
+			for _, fn := range subs {
+				fn(durable)
+			}
+			l.mu.Lock()
+		}
+	}
+	l.committing = false
+	l.idle.Broadcast()
+	return <-req.done
+}
+
+func (l *Ledger) write(batch []*commitReq) error {
+	ctx := context.Background()
+	b, err := l.ds.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range batch {
+		for _, kv := range r.puts {
+			if err := b.Put(ctx, kv.key, kv.val); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Commit(ctx)
+}
+
+// materialise folds a durable op into the state and the durable version
+// vector. Called under l.mu in commit order.
+func (l *Ledger) materialise(p pendingOp) {
+	o := p.op
+	vv := l.vv[o.Store]
+	if vv == nil {
+		vv = crdt.VersionVector{}
+		l.vv[o.Store] = vv
+	}
+	if o.Seq == vv[o.Device]+1 {
+		vv[o.Device] = o.Seq
+	}
+	l.st.apply(o, p.body)
+}
+
+func opKey(o *Op) ds.Key {
+	return opKeyOf(o.Store, o.Device, o.Seq, o.hash)
+}
+
+func certKey(c *Certificate) ds.Key {
+	return ds.KeyWithNamespaces([]string{"c", c.Device, fmt.Sprintf("%016x", c.Expiry)})
+}
+
+func (l *Ledger) chainOf(scope, device string) *chain {
+	k := chainKey{scope, device}
+	c := l.chains[k]
+	if c == nil {
+		c = &chain{}
+		l.chains[k] = c
+	}
+	return c
+}
+
+func (l *Ledger) countReject(o *Op, err error) {
+	r := RejectReason(err)
+	if r == "" {
+		return
+	}
+	l.stats.Rejected[r]++
+	attrs := []any{"reason", r, "err", err}
+	if o != nil {
+		attrs = append(attrs, "op", o.String(), "device", o.Device)
+	}
+	l.log.Warn("op rejected", attrs...)
+}
+
+func opKeyOf(scope, device string, seq uint64, h Hash) ds.Key {
+	return ds.KeyWithNamespaces([]string{"o", scope, device, fmt.Sprintf("%016x", seq), h.Short()})
+}

@@ -1,0 +1,312 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"storemesh/crdt"
+)
+
+// VersionVector returns a copy of the durable version vector of scope:
+// per device, the highest contiguous seq held. It doubles as the
+// acknowledgement a peer sends: everything it covers is on disk here.
+func (l *Ledger) VersionVector(scope string) crdt.VersionVector {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.vv[scope].Clone()
+}
+
+// Scopes lists the scopes this replica holds data for, plus its own store
+// and FleetScope, sorted.
+func (l *Ledger) Scopes() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	set := map[string]bool{FleetScope: true}
+	if l.cfg.Self != nil && l.cfg.Self.Store != FleetScope {
+		set[l.cfg.Self.Store] = true
+	}
+	for s := range l.vv {
+		set[s] = true
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Certificate returns the certificates known for device.
+func (l *Ledger) Certificate(device string) []*Certificate {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.certs[device])
+}
+
+// Certificates returns every known certificate, ordered by device.
+func (l *Ledger) Certificates() []*Certificate {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*Certificate
+	for _, cs := range l.certs {
+		out = append(out, cs...)
+	}
+	slices.SortFunc(out, func(a, b *Certificate) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Expiry, b.Expiry))
+	})
+	return out
+}
+
+// Revoked reports whether device has been revoked fleet-wide.
+func (l *Ledger) Revoked(device string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.st.revoked[device]
+	return ok
+}
+
+// Stock lists the counters of scope (every store when scope is ""),
+// sorted by store then SKU.
+func (l *Ledger) Stock(scope string) []StockItem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []StockItem
+	for k, e := range l.st.stock {
+		if scope == "" || k.store == scope {
+			out = append(out, StockItem{Store: k.store, SKU: k.sku, OnHand: e.counter.Value()})
+		}
+	}
+	slices.SortFunc(out, func(a, b StockItem) int { return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.SKU, b.SKU)) })
+	return out
+}
+
+// OnHand returns the counter of (store, sku).
+func (l *Ledger) OnHand(store, sku string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.st.stock[stockKey{store, sku}]; e != nil {
+		return e.counter.Value()
+	}
+	return 0
+}
+
+// Sales lists the sale log of scope (every store when ""), ordered by
+// (hlc, device, seq).
+func (l *Ledger) Sales(scope string) []SaleRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []SaleRecord
+	for _, id := range l.st.saleLog.Elements() {
+		r := l.st.sales[id]
+		if scope == "" || r.Store == scope {
+			out = append(out, *r)
+		}
+	}
+	slices.SortFunc(out, func(a, b SaleRecord) int {
+		return cmp.Or(a.HLC.Compare(b.HLC), cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
+	})
+	return out
+}
+
+// Sale returns a sale by id.
+func (l *Ledger) Sale(id string) (SaleRecord, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r, ok := l.st.sales[id]
+	if !ok {
+		return SaleRecord{}, false
+	}
+	return *r, true
+}
+
+// ByRef returns the id of the sale or refund device wrote with ref (the
+// POS's Idempotency-Key), so a retried request finds the first one.
+func (l *Ledger) ByRef(device, ref string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id, ok := l.st.byRef[device+"\x00"+ref]
+	return id, ok
+}
+
+// Catalog returns the catalog, with each SKU's price the latest of its
+// catalog entry and price.set ops, sorted by SKU.
+func (l *Ledger) Catalog() []CatalogItem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]CatalogItem, 0, len(l.st.catalog))
+	for sku, r := range l.st.catalog {
+		item := r.Value
+		if p := l.st.prices[sku]; p != nil && (r.TS.Less(p.TS) || (r.TS == p.TS && r.Device < p.Device)) {
+			item.UnitPrice, item.Currency = p.Value.UnitPrice, p.Value.Currency
+		}
+		out = append(out, item)
+	}
+	slices.SortFunc(out, func(a, b CatalogItem) int { return cmp.Compare(a.SKU, b.SKU) })
+	return out
+}
+
+// Policy returns the offline policy of store, if one was set.
+func (l *Ledger) Policy(store string) (Policy, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.st.policy[store]; r != nil {
+		return r.Value, true
+	}
+	return Policy{}, false
+}
+
+// Conflicts lists the oversells of scope ("" for every store), resolved
+// ones included with their resolution, sorted by id.
+func (l *Ledger) Conflicts(scope string) []Conflict {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.oversells(func(s string) bool { return scope == "" || s == scope })
+}
+
+// Fork describes a device with more than one op at some seq.
+type Fork struct {
+	Store  string   `json:"store"`
+	Device string   `json:"device"`
+	Seqs   []uint64 `json:"seqs"`
+}
+
+// Forks lists every flagged device, sorted.
+func (l *Ledger) Forks() []Fork {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Fork
+	for k, c := range l.chains {
+		if !c.forked() {
+			continue
+		}
+		f := Fork{Store: k.scope, Device: k.device}
+		for s := range c.extra {
+			f.Seqs = append(f.Seqs, s)
+		}
+		slices.Sort(f.Seqs)
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b Fork) int { return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.Device, b.Device)) })
+	return out
+}
+
+// ForkDigests returns, for each forked device of scope, a hash over all of
+// its ops. Peers compare them to find a branch one of them lacks.
+func (l *Ledger) ForkDigests(scope string) map[string]Hash {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]Hash{}
+	for k, c := range l.chains {
+		if k.scope == scope && c.forked() {
+			out[k.device] = c.digest(l.vv[scope][k.device])
+		}
+	}
+	return out
+}
+
+// Digest is a hash of scope's replicated state: every device's chain (head
+// hash, or all op hashes when forked) and the derived stock, sales and open
+// conflicts. Two replicas that hold the same ops print the same digest.
+func (l *Ledger) Digest(scope string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := sha256.New()
+	h.Write([]byte("storemesh-digest-v1\x00" + scope + "\x00"))
+	vv := l.vv[scope]
+	var n [8]byte
+	for _, d := range vv.Devices() {
+		seq := vv[d]
+		dg := l.chains[chainKey{scope, d}].digest(seq)
+		binary.BigEndian.PutUint64(n[:], seq)
+		h.Write([]byte(d + "\x00"))
+		h.Write(n[:])
+		h.Write(dg[:])
+	}
+	keys := make([]stockKey, 0)
+	for k := range l.st.stock {
+		if k.store == scope {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b stockKey) int { return cmp.Compare(a.sku, b.sku) })
+	for _, k := range keys {
+		binary.BigEndian.PutUint64(n[:], uint64(l.st.stock[k].counter.Value()))
+		h.Write([]byte("s\x00" + k.sku + "\x00"))
+		h.Write(n[:])
+	}
+	for _, c := range l.st.oversells(func(s string) bool { return s == scope }) {
+		fmt.Fprintf(h, "c\x00%s\x00%d\x00%t", c.ID, c.Oversold, c.Resolution != nil)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Ops streams ops of scope that a peer with version vector theirs lacks, in
+// per-device seq order, in batches of at most maxBytes (one op larger than
+// that still goes alone). fn may stop the stream by returning an error.
+// Every op at a seq is sent, both branches of a fork included.
+func (l *Ledger) Ops(ctx context.Context, scope string, theirs crdt.VersionVector, maxBytes int, fn func(batch [][]byte) error) error {
+	l.mu.Lock()
+	var keys []ds.Key
+	for _, r := range l.vv[scope].Missing(theirs) {
+		keys = l.appendKeys(keys, scope, r)
+	}
+	l.mu.Unlock()
+	return l.stream(ctx, keys, maxBytes, fn)
+}
+
+// History streams every op of device in scope after seq after, all
+// branches included: the answer to a peer that reported NeedHistory.
+func (l *Ledger) History(ctx context.Context, scope, device string, after uint64, maxBytes int, fn func(batch [][]byte) error) error {
+	l.mu.Lock()
+	keys := l.appendKeys(nil, scope, crdt.Range{Device: device, After: after, Through: l.vv[scope][device]})
+	l.mu.Unlock()
+	return l.stream(ctx, keys, maxBytes, fn)
+}
+
+// appendKeys adds the storage keys of every op of r. Called under l.mu.
+func (l *Ledger) appendKeys(keys []ds.Key, scope string, r crdt.Range) []ds.Key {
+	c := l.chains[chainKey{scope, r.Device}]
+	if c == nil {
+		return keys
+	}
+	for s := r.After + 1; s <= r.Through; s++ {
+		for _, h := range c.at(s) {
+			keys = append(keys, opKeyOf(scope, r.Device, s, h))
+		}
+	}
+	return keys
+}
+
+func (l *Ledger) stream(ctx context.Context, keys []ds.Key, maxBytes int, fn func([][]byte) error) error {
+	var batch [][]byte
+	size := 0
+	for _, k := range keys {
+		v, err := l.ds.Get(ctx, k)
+		if errors.Is(err, ds.ErrNotFound) {
+			continue // a fork op placed but not yet durable; sent next round
+		}
+		if err != nil {
+			return fmt.Errorf("%w: get %s: %v", ErrStorage, k, err)
+		}
+		if len(batch) > 0 && size+len(v) > maxBytes {
+			if err := fn(batch); err != nil {
+				return err
+			}
+			batch, size = nil, 0
+		}
+		batch = append(batch, v)
+		size += len(v)
+	}
+	if len(batch) > 0 {
+		return fn(batch)
+	}
+	return nil
+}

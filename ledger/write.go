@@ -1,0 +1,408 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"storemesh/crdt"
+)
+
+// ErrOwnHistoryBehind refuses a local write while this replica holds ops of
+// its own device that it cannot place yet: the device was restored from an
+// old backup and must learn its own last seq from the mesh before it sells,
+// or it would fork its own chain.
+var ErrOwnHistoryBehind = errors.New("ledger: this device's own history is still arriving from peers; wait for sync")
+
+// ErrOwnChainForked refuses a local write when this device's own chain is
+// forked: which branch to extend is a decision for a person.
+var ErrOwnChainForked = errors.New("ledger: this device's own chain is forked")
+
+// Append makes a local op of kind in store with body b (a pointer to one of
+// the body types, e.g. *Sale), signs it and returns once it is durable.
+// Concurrent callers share one storage commit (group commit).
+func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*Op, error) {
+	if l.cfg.Key == nil {
+		return nil, ErrNoKey
+	}
+	bb, ok := b.(body)
+	if !ok || kinds[kind].newBody == nil {
+		return nil, fmt.Errorf("%w: unknown op kind %q", ErrBadInput, kind)
+	}
+	if fmt.Sprintf("%T", bb) != fmt.Sprintf("%T", kinds[kind].newBody()) {
+		return nil, fmt.Errorf("%w: body %T does not fit kind %s", ErrBadInput, b, kind)
+	}
+	if err := bb.validate(); err != nil {
+		return nil, &RejectError{Reason: ReasonBody, Detail: err.Error()}
+	}
+	if err := l.cfg.Self.MayWrite(kind, store); err != nil {
+		return nil, err
+	}
+	enc, err := crdt.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return nil, err
+	}
+	self := l.cfg.Self.Device
+	c := l.chainOf(store, self)
+	if c.forked() {
+		return nil, ErrOwnChainForked
+	}
+	if l.heldFor(store, self) {
+		return nil, ErrOwnHistoryBehind
+	}
+	o := &Op{
+		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
+		Seq: c.length() + 1, HLC: l.clock.Now(), Kind: kind, BodyV: bodyVersion, Body: enc,
+	}
+	if o.Seq > 1 {
+		prev := c.main[o.Seq-2]
+		o.Prev = prev[:]
+	}
+	if err := o.seal(l.cfg.Key); err != nil {
+		return nil, err
+	}
+	if len(o.raw) > MaxOpBytes {
+		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
+	}
+	c.place(o, placeNext)
+	req := &commitReq{puts: []putKV{{opKey(o), o.raw}}, ops: []pendingOp{{o, bb}}}
+	if err := l.commit(req); err != nil {
+		return nil, err
+	}
+	l.stats.Appended++
+	return o, nil
+}
+
+func (l *Ledger) heldFor(scope, device string) bool {
+	c := l.chains[chainKey{scope, device}]
+	var next uint64 = 1
+	if c != nil {
+		next = c.length() + 1
+	}
+	// Ops of ours held at any seq mean peers know a longer history.
+	for k := range l.held {
+		if k.scope == scope && k.device == device && k.seq >= next-1 {
+			return true
+		}
+	}
+	return false
+}
+
+// Outcome is what Apply did with one op.
+type Outcome int
+
+const (
+	Applied   Outcome = iota // placed and durable
+	Duplicate                // already held: normal traffic, not an error
+	Held                     // predecessor missing; applied when it arrives
+	Forked                   // a second op at a placed seq: kept as evidence, device flagged
+	Rejected                 // refused; Err says why
+)
+
+func (o Outcome) String() string {
+	return [...]string{"applied", "duplicate", "held", "forked", "rejected"}[o]
+}
+
+// Result reports one op of an ApplyBatch.
+type Result struct {
+	Op      *Op // nil when the bytes did not decode
+	Outcome Outcome
+	// NeedHistory is set when the op's prev matches none of the ops this
+	// replica holds at seq-1: the sender knows a branch this replica lacks
+	// and should send the device's whole history (mesh: a history request).
+	NeedHistory bool
+	Err         error
+}
+
+// Apply applies one remote op; see ApplyBatch.
+func (l *Ledger) Apply(ctx context.Context, raw []byte) (Result, error) {
+	rs, err := l.ApplyBatch(ctx, [][]byte{raw})
+	if err != nil {
+		return Result{}, err
+	}
+	return rs[0], nil
+}
+
+// ApplyBatch verifies and applies ops received from peers, in one durable
+// commit. Each op's signature, certificate, role, store and chain are
+// checked; a bad op is rejected (counted, logged) without affecting the
+// others. The returned error is only for the ledger itself (closed, storage
+// failure); nothing is acknowledged then.
+func (l *Ledger) ApplyBatch(ctx context.Context, raws [][]byte) ([]Result, error) {
+	res := make([]Result, len(raws))
+	checked := make([]pendingOp, len(raws))
+	for i, raw := range raws {
+		o, b, err := l.verify(raw)
+		res[i] = Result{Op: o, Err: err}
+		checked[i] = pendingOp{o, b}
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return nil, err
+	}
+	req := &commitReq{}
+	for i := range res {
+		if res[i].Err != nil {
+			res[i].Outcome = Rejected
+			l.countReject(res[i].Op, res[i].Err)
+			continue
+		}
+		l.placeRemote(checked[i], &res[i], req)
+	}
+	if len(req.puts) == 0 {
+		return res, nil
+	}
+	if err := l.commit(req); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// verify does every check that needs no chain state.
+func (l *Ledger) verify(raw []byte) (*Op, body, error) {
+	o, err := DecodeOp(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Fleet != l.fleetID {
+		return o, nil, reject(ReasonFleet, "op of fleet %s", o.Fleet)
+	}
+	if !l.HoldsScope(o.Store) {
+		return o, nil, reject(ReasonScope, "store %s", o.Store)
+	}
+	cert, err := l.certFor(o)
+	if err != nil {
+		return o, nil, err
+	}
+	if !l.cfg.SigCache.known(o, cert.PubKey) {
+		if err := o.verifySig(cert.PubKey); err != nil {
+			return o, nil, err
+		}
+		l.cfg.SigCache.add(o, cert.PubKey)
+	}
+	b, err := decodeBody(o)
+	if err != nil {
+		return o, nil, err
+	}
+	return o, b, nil
+}
+
+// certFor finds a certificate of o's author that allows o.
+func (l *Ledger) certFor(o *Op) (*Certificate, error) {
+	l.mu.Lock()
+	certs := l.certs[o.Device]
+	l.mu.Unlock()
+	if len(certs) == 0 {
+		return nil, reject(ReasonUnknownDevice, "no certificate for %s", o.Device)
+	}
+	var first error
+	for _, c := range certs {
+		err := c.ValidAt(o.HLC.Wall / 1e6)
+		if err == nil {
+			err = c.MayWrite(o.Kind, o.Store)
+		}
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
+}
+
+// placeRemote places a verified op, or holds it, and releases any held ops
+// it unblocks. Called under l.mu.
+func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
+	o := p.op
+	if t, ok := l.st.revoked[o.Device]; ok && t.Less(o.HLC) {
+		r.Outcome, r.Err = Rejected, reject(ReasonRevoked, "%s revoked at %s", o.Device, t)
+		l.countReject(o, r.Err)
+		return
+	}
+	c := l.chainOf(o.Store, o.Device)
+	switch pl := c.classify(o); pl {
+	case placeDuplicate:
+		r.Outcome = Duplicate
+		l.stats.Duplicate++
+	case placeGap, placeOrphan:
+		if l.isHeld(o) {
+			r.Outcome = Held
+			r.NeedHistory = pl == placeOrphan
+			return
+		}
+		if l.heldCount >= l.cfg.MaxHeld {
+			r.Outcome, r.Err = Rejected, ErrTooManyHeld
+			return
+		}
+		k := heldKey{chainKey{o.Store, o.Device}, o.Seq}
+		l.held[k] = append(l.held[k], p)
+		l.heldCount++
+		r.Outcome = Held
+		r.NeedHistory = pl == placeOrphan
+	case placeNext, placeFork:
+		l.placeOne(c, p, pl, req)
+		r.Outcome = Applied
+		if pl == placeFork {
+			r.Outcome = Forked
+		}
+		l.release(c, o.Store, o.Device, o.Seq+1, req)
+	}
+}
+
+func (l *Ledger) isHeld(o *Op) bool {
+	for _, h := range l.held[heldKey{chainKey{o.Store, o.Device}, o.Seq}] {
+		if h.op.hash == o.hash {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
+	o := p.op
+	c.place(o, pl)
+	if o.Device == l.selfDevice() {
+		l.clock.Restore(o.HLC)
+	} else if err := l.clock.Update(o.HLC); err != nil {
+		l.log.Debug("remote clock ahead", "op", o.String(), "err", err)
+	}
+	if pl == placeFork {
+		l.stats.Forks++
+		l.log.Warn("equivocation: two ops at one seq; device flagged", "device", o.Device, "store", o.Store, "seq", o.Seq, "op", o.hash.Short())
+	}
+	l.stats.Applied++
+	req.puts = append(req.puts, putKV{opKey(o), o.raw})
+	req.ops = append(req.ops, p)
+}
+
+// release places held ops at seq (and onwards) that now link.
+func (l *Ledger) release(c *chain, scope, device string, seq uint64, req *commitReq) {
+	for {
+		k := heldKey{chainKey{scope, device}, seq}
+		cands := l.held[k]
+		if len(cands) == 0 {
+			return
+		}
+		var keep []pendingOp
+		placed := false
+		for _, p := range cands {
+			switch pl := c.classify(p.op); pl {
+			case placeNext, placeFork:
+				l.placeOne(c, p, pl, req)
+				placed = true
+				l.heldCount--
+			case placeDuplicate:
+				l.heldCount--
+			default:
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) == 0 {
+			delete(l.held, k)
+		} else {
+			l.held[k] = keep
+		}
+		if !placed {
+			return
+		}
+		seq++
+	}
+}
+
+func (l *Ledger) selfDevice() string {
+	if l.cfg.Self == nil {
+		return ""
+	}
+	return l.cfg.Self.Device
+}
+
+// AddCertificate verifies a device certificate against the fleet key and
+// stores it, so the device's ops can be checked. Expired certificates are
+// kept: they still vouch for the ops made while they were valid.
+func (l *Ledger) AddCertificate(ctx context.Context, raw []byte) (*Certificate, error) {
+	c, err := DecodeCertificate(raw)
+	if err != nil {
+		l.mu.Lock()
+		l.countReject(nil, err)
+		l.mu.Unlock()
+		return nil, err
+	}
+	if err := c.Verify(l.cfg.Fleet, time.Time{}); err != nil {
+		l.mu.Lock()
+		l.countReject(nil, err)
+		l.mu.Unlock()
+		return nil, err
+	}
+	return c, l.addCert(ctx, c)
+}
+
+func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, have := range l.certs[c.Device] {
+		if string(have.Sig) == string(c.Sig) {
+			return nil
+		}
+		if string(have.PubKey) != string(c.PubKey) {
+			err := reject(ReasonCertInvalid, "certificate for %s with a different key", c.Device)
+			l.countReject(nil, err)
+			return err
+		}
+	}
+	if err := l.writable(); err != nil {
+		return err
+	}
+	return l.commit(&commitReq{
+		puts:  []putKV{{certKey(c), c.Encode()}},
+		after: func() { l.certs[c.Device] = append(l.certs[c.Device], c) },
+	})
+}
+
+// SigCache remembers (op, key) pairs whose signature verified, so a replica
+// set in one process (the simulator) verifies each op once. Safe for
+// concurrent use; a nil *SigCache remembers nothing.
+type SigCache struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+// NewSigCache returns an empty cache.
+func NewSigCache() *SigCache { return &SigCache{m: map[string]struct{}{}} }
+
+func sigCacheKey(o *Op, pub ed25519.PublicKey) string {
+	return string(o.hash[:]) + string(pub)
+}
+
+func (s *SigCache) known(o *Op, pub ed25519.PublicKey) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[sigCacheKey(o, pub)]
+	return ok
+}
+
+func (s *SigCache) add(o *Op, pub ed25519.PublicKey) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.m[sigCacheKey(o, pub)] = struct{}{}
+	s.mu.Unlock()
+}
