@@ -24,9 +24,14 @@ type LWW[T any] struct {
 func (r *LWW[T]) IsSet() bool { return r.Device != "" || !r.TS.IsZero() }
 
 // Set applies a write and reports whether it became the current value.
+//
+// The unset register takes part in the order as the write (zero timestamp,
+// empty device, zero value), so even writes carrying a zero timestamp and
+// no device (which decoded peer bytes can hold) pick the same winner in any
+// order.
 func (r *LWW[T]) Set(v T, ts Timestamp, device string) bool {
 	cand := LWW[T]{Value: v, TS: ts, Device: device}
-	if r.IsSet() && !cand.beats(r) {
+	if !cand.beats(r) {
 		return false
 	}
 	*r = cand
@@ -34,12 +39,7 @@ func (r *LWW[T]) Set(v T, ts Timestamp, device string) bool {
 }
 
 // Merge keeps whichever of r and o wins.
-func (r *LWW[T]) Merge(o LWW[T]) {
-	if !o.IsSet() {
-		return
-	}
-	r.Set(o.Value, o.TS, o.Device)
-}
+func (r *LWW[T]) Merge(o LWW[T]) { r.Set(o.Value, o.TS, o.Device) }
 
 func (r *LWW[T]) beats(o *LWW[T]) bool {
 	if c := r.TS.Compare(o.TS); c != 0 {

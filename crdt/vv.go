@@ -150,11 +150,11 @@ func DecodeVersionVector(b []byte) (VersionVector, error) {
 	if err := UnmarshalCanonical(b, &m); err != nil {
 		return nil, err
 	}
+	if m == nil { // CBOR null: the empty vector's one form is the empty map
+		return nil, fmt.Errorf("%w: version vector is null", ErrDecode)
+	}
 	if err := ValidateVersionVector(m); err != nil {
 		return nil, err
-	}
-	if m == nil {
-		m = VersionVector{}
 	}
 	return m, nil
 }

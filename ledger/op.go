@@ -69,8 +69,10 @@ func (o *Op) signedBytes() ([]byte, error) {
 	return append([]byte("storemesh-op-v1\x00"), b...), nil
 }
 
-// seal signs the op with key and fills in its encoding and hash.
-func (o *Op) seal(key ed25519.PrivateKey) error {
+// Seal signs the op with key and fills in its encoding and hash. Append
+// seals local ops; tools and tests use Seal to build ops by hand (a forged
+// or malformed op is still refused by Apply).
+func (o *Op) Seal(key ed25519.PrivateKey) error {
 	msg, err := o.signedBytes()
 	if err != nil {
 		return fmt.Errorf("ledger: encode op: %w", err)

@@ -70,7 +70,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		prev := c.main[o.Seq-2]
 		o.Prev = prev[:]
 	}
-	if err := o.seal(l.cfg.Key); err != nil {
+	if err := o.Seal(l.cfg.Key); err != nil {
 		return nil, err
 	}
 	if len(o.raw) > MaxOpBytes {
