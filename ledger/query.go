@@ -248,13 +248,20 @@ func (l *Ledger) Digest(scope string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// RawOp is one stored op's encoding with the coordinates sync needs.
+type RawOp struct {
+	Device string
+	Seq    uint64
+	Bytes  []byte
+}
+
 // Ops streams ops of scope that a peer with version vector theirs lacks, in
 // per-device seq order, in batches of at most maxBytes (one op larger than
 // that still goes alone). fn may stop the stream by returning an error.
 // Every op at a seq is sent, both branches of a fork included.
-func (l *Ledger) Ops(ctx context.Context, scope string, theirs crdt.VersionVector, maxBytes int, fn func(batch [][]byte) error) error {
+func (l *Ledger) Ops(ctx context.Context, scope string, theirs crdt.VersionVector, maxBytes int, fn func(batch []RawOp) error) error {
 	l.mu.Lock()
-	var keys []ds.Key
+	var keys []opRef
 	for _, r := range l.vv[scope].Missing(theirs) {
 		keys = l.appendKeys(keys, scope, r)
 	}
@@ -264,37 +271,43 @@ func (l *Ledger) Ops(ctx context.Context, scope string, theirs crdt.VersionVecto
 
 // History streams every op of device in scope after seq after, all
 // branches included: the answer to a peer that reported NeedHistory.
-func (l *Ledger) History(ctx context.Context, scope, device string, after uint64, maxBytes int, fn func(batch [][]byte) error) error {
+func (l *Ledger) History(ctx context.Context, scope, device string, after uint64, maxBytes int, fn func(batch []RawOp) error) error {
 	l.mu.Lock()
 	keys := l.appendKeys(nil, scope, crdt.Range{Device: device, After: after, Through: l.vv[scope][device]})
 	l.mu.Unlock()
 	return l.stream(ctx, keys, maxBytes, fn)
 }
 
+type opRef struct {
+	key    ds.Key
+	device string
+	seq    uint64
+}
+
 // appendKeys adds the storage keys of every op of r. Called under l.mu.
-func (l *Ledger) appendKeys(keys []ds.Key, scope string, r crdt.Range) []ds.Key {
+func (l *Ledger) appendKeys(keys []opRef, scope string, r crdt.Range) []opRef {
 	c := l.chains[chainKey{scope, r.Device}]
 	if c == nil {
 		return keys
 	}
 	for s := r.After + 1; s <= r.Through; s++ {
 		for _, h := range c.at(s) {
-			keys = append(keys, opKeyOf(scope, r.Device, s, h))
+			keys = append(keys, opRef{opKeyOf(scope, r.Device, s, h), r.Device, s})
 		}
 	}
 	return keys
 }
 
-func (l *Ledger) stream(ctx context.Context, keys []ds.Key, maxBytes int, fn func([][]byte) error) error {
-	var batch [][]byte
+func (l *Ledger) stream(ctx context.Context, refs []opRef, maxBytes int, fn func([]RawOp) error) error {
+	var batch []RawOp
 	size := 0
-	for _, k := range keys {
-		v, err := l.ds.Get(ctx, k)
+	for _, r := range refs {
+		v, err := l.ds.Get(ctx, r.key)
 		if errors.Is(err, ds.ErrNotFound) {
 			continue // a fork op placed but not yet durable; sent next round
 		}
 		if err != nil {
-			return fmt.Errorf("%w: get %s: %v", ErrStorage, k, err)
+			return fmt.Errorf("%w: get %s: %v", ErrStorage, r.key, err)
 		}
 		if len(batch) > 0 && size+len(v) > maxBytes {
 			if err := fn(batch); err != nil {
@@ -302,7 +315,7 @@ func (l *Ledger) stream(ctx context.Context, keys []ds.Key, maxBytes int, fn fun
 			}
 			batch, size = nil, 0
 		}
-		batch = append(batch, v)
+		batch = append(batch, RawOp{Device: r.device, Seq: r.seq, Bytes: v})
 		size += len(v)
 	}
 	if len(batch) > 0 {

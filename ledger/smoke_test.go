@@ -30,8 +30,12 @@ func TestSmokeAppendApplyReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err = la.Ops(ctx, "s1", lb.VersionVector("s1"), 1<<16, func(batch [][]byte) error {
-		rs, err := lb.ApplyBatch(ctx, batch)
+	err = la.Ops(ctx, "s1", lb.VersionVector("s1"), 1<<16, func(batch []ledger.RawOp) error {
+		raws := make([][]byte, len(batch))
+		for i, r := range batch {
+			raws[i] = r.Bytes
+		}
+		rs, err := lb.ApplyBatch(ctx, raws)
 		for _, r := range rs {
 			if r.Outcome != ledger.Applied {
 				t.Errorf("outcome %v err %v", r.Outcome, r.Err)
