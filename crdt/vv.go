@@ -131,9 +131,9 @@ func (v VersionVector) Sum() uint64 {
 	return n
 }
 
-// MarshalBinary encodes v as a deterministic CBOR map (device → seq), the
+// Encode encodes v as a deterministic CBOR map (device → seq), the
 // compact form exchanged between peers. Zero entries are left out.
-func (v VersionVector) MarshalBinary() ([]byte, error) {
+func (v VersionVector) Encode() ([]byte, error) {
 	clean := make(map[string]uint64, len(v))
 	for d, s := range v {
 		if s > 0 {
@@ -143,7 +143,7 @@ func (v VersionVector) MarshalBinary() ([]byte, error) {
 	return Marshal(clean)
 }
 
-// DecodeVersionVector decodes bytes from MarshalBinary. It rejects
+// DecodeVersionVector decodes bytes from Encode. It rejects
 // duplicate devices, empty device ids and zero entries.
 func DecodeVersionVector(b []byte) (VersionVector, error) {
 	var m map[string]uint64
