@@ -212,6 +212,31 @@ func (l *Ledger) ForkDigests(scope string) map[string]Hash {
 	return out
 }
 
+// Heads returns, per device of scope, the hash of the first op placed at
+// its version vector entry: peers compare heads to notice two branches of
+// one device that reached the same seq.
+func (l *Ledger) Heads(scope string) map[string]Hash {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]Hash{}
+	for d, seq := range l.vv[scope] {
+		if c := l.chains[chainKey{scope, d}]; c != nil && seq > 0 {
+			out[d] = c.main[seq-1]
+		}
+	}
+	return out
+}
+
+// HashesAt returns the hashes of every op placed at (scope, device, seq).
+func (l *Ledger) HashesAt(scope, device string, seq uint64) []Hash {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.chains[chainKey{scope, device}]; c != nil && seq <= l.vv[scope][device] {
+		return c.at(seq)
+	}
+	return nil
+}
+
 // Digest is a hash of scope's replicated state: every device's chain (head
 // hash, or all op hashes when forked) and the derived stock, sales and open
 // conflicts. Two replicas that hold the same ops print the same digest.
@@ -274,6 +299,20 @@ func (l *Ledger) Ops(ctx context.Context, scope string, theirs crdt.VersionVecto
 func (l *Ledger) History(ctx context.Context, scope, device string, after uint64, maxBytes int, fn func(batch []RawOp) error) error {
 	l.mu.Lock()
 	keys := l.appendKeys(nil, scope, crdt.Range{Device: device, After: after, Through: l.vv[scope][device]})
+	l.mu.Unlock()
+	return l.stream(ctx, keys, maxBytes, fn)
+}
+
+// Range streams device's ops in scope with seq in (after, through], all
+// branches included; through 0 means everything held. It answers a peer's
+// pull request.
+func (l *Ledger) Range(ctx context.Context, scope, device string, after, through uint64, maxBytes int, fn func(batch []RawOp) error) error {
+	l.mu.Lock()
+	have := l.vv[scope][device]
+	if through == 0 || through > have {
+		through = have
+	}
+	keys := l.appendKeys(nil, scope, crdt.Range{Device: device, After: after, Through: through})
 	l.mu.Unlock()
 	return l.stream(ctx, keys, maxBytes, fn)
 }

@@ -1,0 +1,594 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"storemesh/crdt"
+	"storemesh/ledger"
+)
+
+// Stable codes of a ProtocolError: they name why a session was closed in
+// logs, metrics and the peer's bye. Add codes; never rename one.
+const (
+	CodeBadFrame         = "bad_frame"
+	CodeOversized        = "oversized"
+	CodeBadHello         = "bad_hello"
+	CodeNotEnrolled      = "not_enrolled"
+	CodeWrongFleet       = "wrong_fleet"
+	CodeCertExpired      = "cert_expired"
+	CodeRevoked          = "revoked"
+	CodeIdentityMismatch = "identity_mismatch"
+	CodeForgedOp         = "forged_op"
+	CodePeerBye          = "peer_bye"
+	CodeStorage          = "storage"
+)
+
+// ProtocolError closes a session. Code is stable; Detail is for people.
+type ProtocolError struct{ Code, Detail string }
+
+func (e *ProtocolError) Error() string { return "mesh: " + e.Code + ": " + e.Detail }
+
+func protoErr(code, format string, args ...any) *ProtocolError {
+	return &ProtocolError{Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// IsBannable reports whether err shows the peer is not a trustworthy member
+// of the fleet (as opposed to a transient fault): the transport should
+// refuse it for a while.
+func IsBannable(err error) bool {
+	var pe *ProtocolError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case CodeNotEnrolled, CodeWrongFleet, CodeCertExpired, CodeRevoked, CodeIdentityMismatch, CodeForgedOp, CodeBadFrame, CodeOversized, CodeBadHello:
+		return true
+	}
+	return false
+}
+
+// SessionConfig configures one peer session.
+type SessionConfig struct {
+	RemoteID  string            // peer id authenticated by the transport
+	RemotePub ed25519.PublicKey // peer's identity key, authenticated by the transport
+	Now       func() int64      // Unix ns; the only clock the session reads
+	Found     string            // how the peer was found, for status: mdns, static, anchor, inbound, sim
+	Logger    *slog.Logger
+
+	// Pulls is shared by the node's sessions so one peer, not all, is asked
+	// for each missing op. Nil: a private tracker (tests of one session).
+	Pulls *Pulls
+
+	// BatchBytes caps the ops in one frame: small enough to interleave
+	// pushes with a catch-up, large enough that framing is noise. 64 KiB.
+	BatchBytes int
+	// MaxPull caps the ops of one device asked for in one pull, so a
+	// catch-up after a long outage streams in steps rather than buffering
+	// the whole log at the sender. 2,048 ops (about 600 KiB of sales).
+	MaxPull uint64
+	// RetryTicks between repeats of an unanswered hello. 3.
+	RetryTicks int
+	// SummaryTicks between unprompted summaries (anti-entropy: it repairs
+	// lost frames and carries news across more than one hop). 5.
+	SummaryTicks int
+}
+
+func (c *SessionConfig) fill() {
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = 64 << 10
+	}
+	if c.MaxPull == 0 {
+		c.MaxPull = 2048
+	}
+	if c.Pulls == nil {
+		c.Pulls = NewPulls()
+	}
+	if c.RetryTicks <= 0 {
+		c.RetryTicks = 3
+	}
+	if c.SummaryTicks <= 0 {
+		c.SummaryTicks = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// SessionStats are one session's counters.
+type SessionStats struct {
+	OpsIn, OpsOut       uint64
+	BytesIn, BytesOut   uint64
+	FramesIn, FramesOut uint64
+	LastSync            int64             // Unix ns of the last frame received after the hello
+	Rejected            map[string]uint64 // by reason: op rejections and ignored messages
+}
+
+// scopeState is what the session knows of one shared scope.
+type scopeState struct {
+	acked  crdt.VersionVector // the peer holds these durably (its summaries)
+	sent   crdt.VersionVector // the peer has, or was pushed, up to here
+	synced bool               // a full summary arrived: sent is meaningful
+	forks  map[string]string  // fork digests already exchanged, device → digest
+}
+
+// Session is the sync protocol with one peer as a pure state machine
+// (DESIGN §2): frames and ticks go in through Step and Tick, frames come
+// out through Ready. It touches no socket, starts no goroutine and reads
+// time only through cfg.Now. The ledger is its storage. Not safe for
+// concurrent use: the driver serialises calls.
+type Session struct {
+	l     *ledger.Ledger
+	cfg   SessionConfig
+	log   *slog.Logger
+	out   [][]byte
+	tick  int
+	err   error
+	hello bool // peer's hello verified
+	peer  *ledger.Certificate
+	all   bool            // peer replicates every store
+	peerS map[string]bool // peer's scopes when !all
+	sc    map[string]*scopeState
+	relay []*ledger.Op    // fresh ops from their author, for the driver to push on
+	stats SessionStats
+}
+
+// NewSession starts a session with the peer described by cfg over l.
+func NewSession(l *ledger.Ledger, cfg SessionConfig) *Session {
+	cfg.fill()
+	return &Session{
+		l: l, cfg: cfg,
+		log:   cfg.Logger.With("peer", cfg.RemoteID, "found", cfg.Found),
+		sc:    map[string]*scopeState{},
+		stats: SessionStats{Rejected: map[string]uint64{}},
+	}
+}
+
+// Start queues our hello. Nothing else is sent before the peer's hello is
+// verified.
+func (s *Session) Start(ctx context.Context) { s.sendHello() }
+
+func (s *Session) sendHello() {
+	self := s.l.Self()
+	m := &helloMsg{Fleet: s.l.FleetID(), Cert: self.Encode()}
+	if self.Store == ledger.FleetScope {
+		m.All = true
+	} else {
+		m.Scopes = []string{self.Store, ledger.FleetScope}
+	}
+	s.emit(msgHello, m)
+}
+
+// Ready returns the frames to send, in order, and forgets them.
+func (s *Session) Ready() [][]byte {
+	out := s.out
+	s.out = nil
+	return out
+}
+
+// Established reports whether the peer's hello was verified.
+func (s *Session) Established() bool { return s.hello && s.err == nil }
+
+// PeerCert is the peer's verified certificate (nil before the hello).
+func (s *Session) PeerCert() *ledger.Certificate { return s.peer }
+
+// Acked returns what the peer durably holds in scope, as far as we know.
+func (s *Session) Acked(scope string) crdt.VersionVector {
+	if st := s.sc[scope]; st != nil {
+		return st.acked.Clone()
+	}
+	return crdt.VersionVector{}
+}
+
+// Stats returns a copy of the counters.
+func (s *Session) Stats() SessionStats {
+	c := s.stats
+	c.Rejected = maps.Clone(s.stats.Rejected)
+	return c
+}
+
+// Err is why the session closed, nil while it is open.
+func (s *Session) Err() error { return s.err }
+
+func (s *Session) emit(t msgType, body any) {
+	b := encodeFrame(t, body)
+	s.out = append(s.out, b)
+	s.stats.FramesOut++
+	s.stats.BytesOut += uint64(len(b))
+}
+
+// fail closes the session, queueing a bye that tells the peer why.
+func (s *Session) fail(err error) error {
+	if s.err != nil {
+		return s.err
+	}
+	var pe *ProtocolError
+	if !errors.As(err, &pe) {
+		pe = protoErr(CodeStorage, "%v", err)
+	}
+	s.err = pe
+	s.stats.Rejected[pe.Code]++
+	if pe.Code != CodePeerBye {
+		s.emit(msgBye, &byeMsg{Code: pe.Code, Detail: pe.Detail})
+	}
+	s.log.Warn("sync session closed", "code", pe.Code, "detail", pe.Detail)
+	return pe
+}
+
+// Step handles one frame from the peer. A non-nil error means the session
+// is closed: send what Ready holds (a bye), then drop the stream.
+func (s *Session) Step(ctx context.Context, b []byte) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.stats.FramesIn++
+	s.stats.BytesIn += uint64(len(b))
+	t, msg, err := decodeFrame(b)
+	if err != nil {
+		return s.fail(err)
+	}
+	if msg == nil {
+		s.stats.Rejected["unknown_type"]++
+		s.log.Info("ignoring unknown message type", "type", t)
+		return nil
+	}
+	if h, ok := msg.(*helloMsg); ok {
+		return s.onHello(ctx, h)
+	}
+	if !s.hello {
+		// Frames can overtake a lost hello on a lossy link; the peer
+		// repeats what matters. Nothing is applied before the hello.
+		s.stats.Rejected["before_hello"]++
+		return nil
+	}
+	s.stats.LastSync = s.cfg.Now()
+	switch m := msg.(type) {
+	case *summaryMsg:
+		return s.onSummary(ctx, m)
+	case *opsMsg:
+		return s.onOps(ctx, m)
+	case *wantMsg:
+		return s.onWant(ctx, m)
+	case *byeMsg:
+		return s.fail(protoErr(CodePeerBye, "%s: %s", m.Code, m.Detail))
+	}
+	return nil
+}
+
+func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
+	if s.hello {
+		// The peer repeats its hello while it has not seen ours: answer.
+		s.sendHello()
+		return nil
+	}
+	if m.Fleet != s.l.FleetID() {
+		return s.fail(protoErr(CodeWrongFleet, "peer of fleet %s", m.Fleet))
+	}
+	cert, err := s.l.AddCertificate(ctx, m.Cert)
+	if err != nil {
+		if ledger.RejectReason(err) == ledger.ReasonFleet {
+			return s.fail(protoErr(CodeWrongFleet, "%v", err))
+		}
+		if ledger.RejectReason(err) == "" {
+			return s.fail(err) // storage
+		}
+		return s.fail(protoErr(CodeNotEnrolled, "%v", err))
+	}
+	switch {
+	case cert.Device != s.cfg.RemoteID:
+		return s.fail(protoErr(CodeIdentityMismatch, "certificate of %s presented by %s", cert.Device, s.cfg.RemoteID))
+	case !bytes.Equal(cert.PubKey, s.cfg.RemotePub):
+		return s.fail(protoErr(CodeIdentityMismatch, "certificate key differs from the connection's key"))
+	case s.l.Revoked(cert.Device):
+		return s.fail(protoErr(CodeRevoked, "device %s is revoked", cert.Device))
+	}
+	if err := cert.ValidAt(time.Unix(0, s.cfg.Now()).UnixMilli()); err != nil {
+		return s.fail(protoErr(CodeCertExpired, "%v", err))
+	}
+	s.hello, s.peer = true, cert
+	s.all = cert.Role == ledger.RoleAnchor
+	s.peerS = map[string]bool{cert.Store: true, ledger.FleetScope: true}
+	s.log = s.log.With("peer_name", cert.Name, "peer_store", cert.Store, "peer_role", cert.Role)
+	s.log.Info("sync session established")
+	s.summarise()
+	return nil
+}
+
+// shared reports whether both sides replicate scope.
+func (s *Session) shared(scope string) bool {
+	return s.l.HoldsScope(scope) && (s.all || s.peerS[scope])
+}
+
+func (s *Session) scope(scope string) *scopeState {
+	st := s.sc[scope]
+	if st == nil {
+		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]string{}}
+		s.sc[scope] = st
+	}
+	return st
+}
+
+// summarise sends a summary of every shared scope we hold.
+func (s *Session) summarise() {
+	for _, sc := range s.l.Scopes() {
+		if s.shared(sc) {
+			s.scope(sc)
+			s.sendSummary(sc)
+		}
+	}
+}
+
+func (s *Session) sendSummary(scope string) {
+	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
+	if heads := s.l.Heads(scope); len(heads) > 0 {
+		m.Heads = make(map[string][]byte, len(heads))
+		for d, h := range heads {
+			m.Heads[d] = bytes.Clone(h[:headLen])
+		}
+	}
+	if fd := s.l.ForkDigests(scope); len(fd) > 0 {
+		m.Forks = map[string][]byte{}
+		for d, h := range fd {
+			m.Forks[d] = bytes.Clone(h[:])
+		}
+	}
+	s.emit(msgSummary, m)
+}
+
+func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
+	if !s.shared(m.Scope) {
+		s.stats.Rejected["scope_not_shared"]++
+		return nil
+	}
+	st := s.scope(m.Scope)
+	st.acked.Merge(m.VV)
+	st.sent.Merge(m.VV)
+	if m.Partial {
+		return nil
+	}
+	st.synced = true
+	if err := s.exchangeForks(ctx, m.Scope, st, m.VV, m.Heads, m.Forks); err != nil {
+		return s.fail(err)
+	}
+	s.pull(m.Scope, st)
+	return nil
+}
+
+// pull asks the peer for ops it advertised that we lack and no other
+// session of this node is already fetching.
+func (s *Session) pull(scope string, st *scopeState) {
+	ours := s.l.VersionVector(scope)
+	now := s.cfg.Now()
+	for _, r := range st.acked.Missing(ours) {
+		from, through, ok := s.cfg.Pulls.claim(scope, r.Device, r.After, r.Through, s.cfg.MaxPull, now)
+		if ok {
+			s.emit(msgWant, &wantMsg{Scope: scope, Device: r.Device, After: from, Through: through})
+		}
+	}
+}
+
+// exchangeForks asks for fork branches the peer has and we lack, and sends
+// the ones we have that the peer lacks.
+func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeState, vv crdt.VersionVector, heads, theirs map[string][]byte) error {
+	// A head we do not hold at its seq is a branch we lack.
+	for _, d := range slices.Sorted(maps.Keys(heads)) {
+		seq := vv[d]
+		have := s.l.HashesAt(scope, d, seq)
+		if len(have) == 0 || slices.ContainsFunc(have, func(h ledger.Hash) bool { return bytes.Equal(h[:headLen], heads[d]) }) {
+			continue
+		}
+		if st.forks["head:"+d] == string(heads[d]) {
+			continue
+		}
+		st.forks["head:"+d] = string(heads[d])
+		s.emit(msgWant, &wantMsg{Scope: scope, Device: d})
+	}
+	ours := s.l.ForkDigests(scope)
+	for _, d := range slices.Sorted(maps.Keys(theirs)) {
+		h := theirs[d]
+		if o, ok := ours[d]; ok && bytes.Equal(o[:], h) {
+			continue
+		}
+		if st.forks["want:"+d] == string(h) {
+			continue
+		}
+		st.forks["want:"+d] = string(h)
+		s.emit(msgWant, &wantMsg{Scope: scope, Device: d})
+	}
+	for _, d := range slices.Sorted(maps.Keys(ours)) {
+		h := ours[d]
+		if t, ok := theirs[d]; ok && bytes.Equal(t, h[:]) {
+			continue
+		}
+		if st.forks["sent:"+d] == string(h[:]) {
+			continue
+		}
+		st.forks["sent:"+d] = string(h[:])
+		if err := s.sendRange(ctx, scope, d, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Session) sendRange(ctx context.Context, scope, device string, after, through uint64) error {
+	return s.l.Range(ctx, scope, device, after, through, s.cfg.BatchBytes, func(batch []ledger.RawOp) error {
+		s.sendOps(scope, batch, false)
+		return nil
+	})
+}
+
+// sendOps emits one ops frame. It carries the certificates of authors the
+// peer has not acknowledged any op of: until it does, the frame that
+// carried them may have been lost.
+func (s *Session) sendOps(scope string, batch []ledger.RawOp, fresh bool) {
+	m := &opsMsg{Scope: scope, Ops: make([][]byte, len(batch)), Fresh: fresh}
+	acked := s.scope(scope).acked
+	seen := map[string]bool{}
+	for i, r := range batch {
+		m.Ops[i] = r.Bytes
+		if acked[r.Device] == 0 && !seen[r.Device] && r.Device != s.cfg.RemoteID {
+			seen[r.Device] = true
+			for _, c := range s.l.Certificate(r.Device) {
+				m.Certs = append(m.Certs, c.Encode())
+			}
+		}
+	}
+	s.stats.OpsOut += uint64(len(batch))
+	s.emit(msgOps, m)
+}
+
+func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
+	if !s.shared(m.Scope) {
+		s.stats.Rejected["scope_not_shared"]++
+		return nil
+	}
+	st := s.scope(m.Scope)
+	for _, c := range m.Certs {
+		if _, err := s.l.AddCertificate(ctx, c); err != nil {
+			if ledger.RejectReason(err) == "" {
+				return s.fail(err)
+			}
+			return s.fail(protoErr(CodeForgedOp, "certificate: %v", err))
+		}
+	}
+	res, err := s.l.ApplyBatch(ctx, m.Ops)
+	if err != nil {
+		return s.fail(err)
+	}
+	s.stats.OpsIn += uint64(len(m.Ops))
+	ack := crdt.VersionVector{}
+	wants := map[string]bool{}
+	for _, r := range res {
+		if r.Err != nil {
+			reason := string(ledger.RejectReason(r.Err))
+			if reason == "" {
+				reason = "busy"
+			}
+			s.stats.Rejected[reason]++
+			switch ledger.Reason(reason) {
+			case ledger.ReasonDecode, ledger.ReasonBadSignature, ledger.ReasonFleet, ledger.ReasonVersion:
+				return s.fail(protoErr(CodeForgedOp, "%v", r.Err))
+			}
+			continue
+		}
+		// The peer holds what it sends us: never push it back.
+		st.sent.Advance(r.Op.Device, r.Op.Seq)
+		ack[r.Op.Device] = 0
+		if r.Outcome == ledger.Applied && m.Fresh && r.Op.Device == s.cfg.RemoteID {
+			s.relay = append(s.relay, r.Op)
+		}
+		if r.NeedHistory && !wants[r.Op.Device] {
+			wants[r.Op.Device] = true
+			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
+		}
+	}
+	if len(ack) > 0 {
+		ours := s.l.VersionVector(m.Scope)
+		for d := range ack {
+			if ours[d] > 0 {
+				ack[d] = ours[d]
+			} else {
+				delete(ack, d)
+			}
+		}
+		s.emit(msgSummary, &summaryMsg{Scope: m.Scope, VV: ack, Partial: true})
+	}
+	if st.synced {
+		s.pull(m.Scope, st) // the next step of a long catch-up
+	}
+	return nil
+}
+
+// TakeRelay returns the ops this session received fresh from their author
+// since the last call. The driver pushes them to its other sessions, so a
+// peer that cannot reach the author (an anchor behind one terminal) gets
+// them at once. Relaying only one hop keeps a full LAN mesh from echoing
+// every sale n² times; summaries carry news further.
+func (s *Session) TakeRelay() []*ledger.Op {
+	r := s.relay
+	s.relay = nil
+	return r
+}
+
+func (s *Session) onWant(ctx context.Context, m *wantMsg) error {
+	if !s.shared(m.Scope) {
+		s.stats.Rejected["scope_not_shared"]++
+		return nil
+	}
+	if err := s.sendRange(ctx, m.Scope, m.Device, m.After, m.Through); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// Push sends new durable ops to the peer at once when it shares their scope
+// and is known to hold everything before them; otherwise the peer pulls
+// them after the next summary. Call it with local ops and with other
+// sessions' TakeRelay, never from inside a Step of this session.
+func (s *Session) Push(ctx context.Context, ops []*ledger.Op) error {
+	if !s.Established() {
+		return s.err
+	}
+	byScope := map[string][]ledger.RawOp{}
+	var order []string
+	for _, o := range ops {
+		if !s.shared(o.Store) || o.Device == s.cfg.RemoteID {
+			continue
+		}
+		st := s.scope(o.Store)
+		if !st.synced || o.Seq != st.sent.Get(o.Device)+1 {
+			continue
+		}
+		st.sent.Advance(o.Device, o.Seq)
+		if _, ok := byScope[o.Store]; !ok {
+			order = append(order, o.Store)
+		}
+		byScope[o.Store] = append(byScope[o.Store], ledger.RawOp{Device: o.Device, Seq: o.Seq, Bytes: o.Raw()})
+	}
+	for _, sc := range order {
+		batch := byScope[sc]
+		for len(batch) > 0 {
+			n, size := 0, 0
+			for n < len(batch) && (n == 0 || size+len(batch[n].Bytes) <= s.cfg.BatchBytes) {
+				size += len(batch[n].Bytes)
+				n++
+			}
+			s.sendOps(sc, batch[:n], true)
+			batch = batch[n:]
+		}
+	}
+	return nil
+}
+
+// Tick advances the session's clock by one tick: it repeats an unanswered
+// hello, sends periodic summaries (anti-entropy) and repeats pulls whose
+// answer did not come (lost frames).
+func (s *Session) Tick(ctx context.Context) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.tick++
+	if !s.hello {
+		if s.tick%s.cfg.RetryTicks == 0 {
+			s.sendHello()
+		}
+		return nil
+	}
+	if s.tick%s.cfg.SummaryTicks == 0 {
+		s.summarise()
+	}
+	for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
+		if st := s.sc[sc]; st.synced {
+			s.pull(sc, st)
+		}
+	}
+	return nil
+}

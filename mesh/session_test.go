@@ -1,0 +1,369 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"storemesh/ledger"
+	"storemesh/ledger/ledgertest"
+)
+
+// simNode is one replica in the in-memory harness: a ledger and one
+// session per peer.
+type simNode struct {
+	dev   *ledgertest.Device
+	l     *ledger.Ledger
+	pulls *Pulls
+	sess  map[int]*Session
+}
+
+// frameMsg is a frame in flight.
+type frameMsg struct {
+	from, to int
+	b        []byte
+}
+
+// harness wires sessions through an in-memory network with seeded loss,
+// duplication and reordering, and a virtual clock.
+type harness struct {
+	t      *testing.T
+	ctx    context.Context
+	fleet  *ledgertest.Fleet
+	nodes  []*simNode
+	queue  []frameMsg
+	rng    *rand.Rand
+	now    int64
+	drop   float64 // probability a frame is lost
+	dup    float64 // probability a frame is delivered twice
+	frames int
+}
+
+func newHarness(t *testing.T, seed uint64) *harness {
+	return &harness{t: t, ctx: context.Background(), fleet: ledgertest.NewFleet(seed),
+		rng: rand.New(rand.NewPCG(seed, 7)), now: ledgertest.Epoch.UnixNano()}
+}
+
+func (h *harness) clock() int64 { return h.now }
+
+func (h *harness) addNode(store string, role ledger.Role) *simNode {
+	d := h.fleet.Enroll(store, role)
+	cfg := h.fleet.Config(d, nil)
+	cfg.Now = h.clock
+	l, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := &simNode{dev: d, l: l, pulls: NewPulls(), sess: map[int]*Session{}}
+	h.nodes = append(h.nodes, n)
+	return n
+}
+
+// connect opens a session pair between nodes i and j.
+func (h *harness) connect(i, j int) {
+	for _, p := range [][2]int{{i, j}, {j, i}} {
+		a, b := h.nodes[p[0]], h.nodes[p[1]]
+		s := NewSession(a.l, SessionConfig{RemoteID: b.dev.ID(), RemotePub: b.dev.Cert.PubKey, Now: h.clock, Found: "sim", Pulls: a.pulls})
+		a.sess[p[1]] = s
+		s.Start(h.ctx)
+		h.flush(p[0], p[1])
+	}
+}
+
+// disconnect drops both sessions and the frames between i and j.
+func (h *harness) disconnect(i, j int) {
+	delete(h.nodes[i].sess, j)
+	delete(h.nodes[j].sess, i)
+	h.queue = slices.DeleteFunc(h.queue, func(f frameMsg) bool {
+		return (f.from == i && f.to == j) || (f.from == j && f.to == i)
+	})
+}
+
+func (h *harness) flush(from, to int) {
+	s := h.nodes[from].sess[to]
+	if s == nil {
+		return
+	}
+	for _, b := range s.Ready() {
+		h.queue = append(h.queue, frameMsg{from, to, b})
+	}
+}
+
+// push hands ops to every session of node i except the one to skip.
+func (h *harness) push(i int, ops []*ledger.Op, skip int) {
+	for j, s := range h.nodes[i].sess {
+		if j == skip {
+			continue
+		}
+		if err := s.Push(h.ctx, ops); err != nil {
+			h.t.Fatalf("push %d→%d: %v", i, j, err)
+		}
+		h.flush(i, j)
+	}
+}
+
+func (h *harness) sell(i int, sku string, qty int64) {
+	n := h.nodes[i]
+	o, err := n.l.Append(h.ctx, n.dev.Cert.Store, ledger.KindSale, ledgertest.Sale(sku, qty, 100))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.push(i, []*ledger.Op{o}, -1)
+}
+
+func (h *harness) receive(i int, sku string, qty int64) {
+	n := h.nodes[i]
+	o, err := n.l.Append(h.ctx, n.dev.Cert.Store, ledger.KindStockReceived, &ledger.StockReceived{SKU: sku, Qty: qty})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.push(i, []*ledger.Op{o}, -1)
+}
+
+// deliver delivers one random frame from the queue, subject to loss and
+// duplication. It returns false when the queue is empty.
+func (h *harness) deliver() bool {
+	if len(h.queue) == 0 {
+		return false
+	}
+	k := h.rng.IntN(len(h.queue))
+	f := h.queue[k]
+	h.queue = slices.Delete(h.queue, k, k+1)
+	if h.rng.Float64() < h.drop {
+		return true
+	}
+	if h.rng.Float64() < h.dup {
+		h.queue = append(h.queue, f)
+	}
+	s := h.nodes[f.to].sess[f.from]
+	if s == nil {
+		return true
+	}
+	h.frames++
+	if err := s.Step(h.ctx, f.b); err != nil {
+		h.t.Fatalf("step %d→%d: %v", f.from, f.to, err)
+	}
+	h.flush(f.to, f.from)
+	if relay := s.TakeRelay(); len(relay) > 0 {
+		h.push(f.to, relay, f.from)
+	}
+	return true
+}
+
+// tick advances virtual time by one second and ticks every session.
+func (h *harness) tick() {
+	h.now += int64(time.Second)
+	for i, n := range h.nodes {
+		for j, s := range n.sess {
+			if err := s.Tick(h.ctx); err != nil {
+				h.t.Fatalf("tick %d→%d: %v", i, j, err)
+			}
+			h.flush(i, j)
+		}
+	}
+}
+
+// run delivers frames, ticking every `every` deliveries, until every node
+// agrees on the digest of each scope or maxTicks pass.
+func (h *harness) run(scopes []string, maxTicks int) int {
+	for ticks := 0; ticks < maxTicks; ticks++ {
+		for n := 0; n < 200 && h.deliver(); n++ {
+		}
+		if len(h.queue) == 0 && h.converged(scopes) {
+			return ticks
+		}
+		h.tick()
+	}
+	h.t.Fatalf("no convergence after %d ticks: %s", maxTicks, h.describe(scopes))
+	return 0
+}
+
+// settle delivers and ticks for n ticks without expecting convergence.
+func (h *harness) settle(n int) {
+	for ; n > 0; n-- {
+		for k := 0; k < 200 && h.deliver(); k++ {
+		}
+		h.tick()
+	}
+}
+
+func (h *harness) converged(scopes []string) bool {
+	for _, sc := range scopes {
+		var want string
+		for i, n := range h.nodes {
+			if !n.l.HoldsScope(sc) {
+				continue
+			}
+			if d := n.l.Digest(sc); i == 0 || want == "" {
+				want = d
+			} else if d != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (h *harness) describe(scopes []string) string {
+	s := ""
+	for _, sc := range scopes {
+		for i, n := range h.nodes {
+			s += fmt.Sprintf("\n%s node%d vv=%v held=%d", sc, i, n.l.VersionVector(sc), n.l.Stats().Held)
+		}
+	}
+	return s
+}
+
+func TestTwoSessionsConvergeFromArbitraryLogs(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		h := newHarness(t, seed)
+		h.addNode("s1", ledger.RoleTerminal)
+		h.addNode("s1", ledger.RoleTerminal)
+		for k := 0; k < 30; k++ { // each sells alone first: arbitrary, disjoint logs
+			i := h.rng.IntN(2)
+			if h.rng.IntN(4) == 0 {
+				h.receive(i, "TEA", int64(1+h.rng.IntN(5)))
+			} else {
+				h.sell(i, "TEA", int64(1+h.rng.IntN(3)))
+			}
+		}
+		h.connect(0, 1)
+		h.run([]string{"s1", ledger.FleetScope}, 50)
+		if a, b := h.nodes[0].l.OnHand("s1", "TEA"), h.nodes[1].l.OnHand("s1", "TEA"); a != b {
+			t.Fatalf("seed %d: stock %d vs %d", seed, a, b)
+		}
+		if n := len(h.nodes[1].l.Sales("s1")); n != len(h.nodes[0].l.Sales("s1")) {
+			t.Fatalf("seed %d: sales differ", seed)
+		}
+	}
+}
+
+func TestThreeSessionsConvergeOverLossyNetwork(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		h := newHarness(t, seed)
+		for i := 0; i < 3; i++ {
+			h.addNode("s1", ledger.RoleTerminal)
+		}
+		h.connect(0, 1)
+		h.connect(1, 2) // a line: node 0 reaches node 2 only through node 1
+		h.drop, h.dup = 0.2, 0.1
+		total := int64(0)
+		for k := 0; k < 120; k++ {
+			qty := int64(1 + h.rng.IntN(3))
+			h.sell(h.rng.IntN(3), "TEA", qty)
+			total += qty
+			if k%10 == 0 {
+				h.deliver()
+			}
+		}
+		h.run([]string{"s1"}, 200)
+		h.drop, h.dup = 0, 0
+		for i, n := range h.nodes {
+			if got := n.l.OnHand("s1", "TEA"); got != -total {
+				t.Fatalf("seed %d node %d: on hand %d, want %d", seed, i, got, -total)
+			}
+			if got := len(n.l.Sales("s1")); got != 120 {
+				t.Fatalf("seed %d node %d: %d sales, want 120", seed, i, got)
+			}
+		}
+	}
+}
+
+func TestGapFilledFromPeerThatHasIt(t *testing.T) {
+	h := newHarness(t, 3)
+	for i := 0; i < 3; i++ {
+		h.addNode("s1", ledger.RoleTerminal)
+	}
+	author, gappy := h.nodes[0], h.nodes[1]
+	var raws [][]byte
+	for k := 0; k < 10; k++ {
+		o, err := author.l.Append(h.ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, o.Raw())
+	}
+	if _, err := gappy.l.AddCertificate(h.ctx, author.dev.Cert.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	// gappy holds 1..3 and 7..10: seqs 4..6 are missing.
+	res, err := gappy.l.ApplyBatch(h.ctx, append(slices.Clone(raws[:3]), raws[6:]...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[3].Outcome != ledger.Held {
+		t.Fatalf("seq 7 outcome %v, want held", res[3].Outcome)
+	}
+	h.connect(1, 2) // node 2 knows nothing yet
+	h.connect(0, 2) // node 2 learns everything from the author
+	h.run([]string{"s1"}, 30)
+	if vv := gappy.l.VersionVector("s1"); vv[author.dev.ID()] != 10 {
+		t.Fatalf("gap not filled: %v", vv)
+	}
+}
+
+func TestForkedDeviceBranchesReachEveryReplica(t *testing.T) {
+	h := newHarness(t, 4)
+	a := h.addNode("s1", ledger.RoleTerminal)
+	h.addNode("s1", ledger.RoleTerminal)
+	h.addNode("s1", ledger.RoleTerminal)
+	// A restored copy of node 0's device: same key and certificate, its own
+	// (old) storage, selling the same seqs differently.
+	cfg := h.fleet.Config(a.dev, nil)
+	cfg.Now = h.clock
+	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), sess: map[int]*Session{}})
+	for k := 0; k < 5; k++ {
+		h.sell(0, "TEA", 1)
+		h.sell(3, "COFFEE", 1)
+	}
+	h.connect(0, 1)
+	h.connect(3, 2)
+	h.settle(10) // two islands, each consistent on its own branch
+	if h.nodes[1].l.Digest("s1") == h.nodes[2].l.Digest("s1") {
+		t.Fatal("islands agree before they meet")
+	}
+	h.connect(1, 2)
+	h.run([]string{"s1"}, 50)
+	for i := 1; i <= 2; i++ {
+		f := h.nodes[i].l.Forks()
+		if len(f) != 1 || f[0].Device != a.dev.ID() {
+			t.Fatalf("node %d forks %+v", i, f)
+		}
+		if got := len(h.nodes[i].l.Sales("s1")); got != 10 {
+			t.Fatalf("node %d holds %d sales, want both branches' 10", i, got)
+		}
+	}
+}
+
+func TestAnchorRelayThroughOneTerminal(t *testing.T) {
+	h := newHarness(t, 5)
+	h.addNode("s1", ledger.RoleTerminal)
+	h.addNode("s1", ledger.RoleTerminal)
+	anchor := h.addNode(ledger.FleetScope, ledger.RoleAnchor)
+	h.addNode("s2", ledger.RoleTerminal)
+	h.connect(0, 1)
+	h.connect(1, 2) // only node 1 has an uplink
+	h.connect(3, 2)
+	for k := 0; k < 20; k++ {
+		h.sell(0, "TEA", 1) // node 0's sales reach the anchor only through node 1
+		h.sell(3, "BUN", 1)
+	}
+	h.run([]string{"s1", "s2"}, 40)
+	if got := len(anchor.l.Sales("s1")); got != 20 {
+		t.Fatalf("anchor holds %d s1 sales, want 20", got)
+	}
+	if got := len(h.nodes[0].l.Sales("s2")); got != 0 {
+		t.Fatalf("a terminal of s1 holds %d sales of s2", got)
+	}
+	acked := h.nodes[1].sess[2].Acked("s1")
+	if acked[h.nodes[0].dev.ID()] != 20 {
+		t.Fatalf("anchor acknowledgement at node 1: %v", acked)
+	}
+}

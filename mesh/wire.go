@@ -1,0 +1,230 @@
+package mesh
+
+import (
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"storemesh/crdt"
+	"storemesh/ledger"
+)
+
+// Wire format of /storemesh/sync/1. Every frame is one CBOR array
+// [version, type, body]; the transport adds a length prefix. A receiver
+// ignores (and counts) message types it does not know, so a newer peer can
+// add messages without breaking an older one; it closes the session on
+// anything it cannot parse.
+const (
+	wireVersion = 1
+	// MaxFrame bounds one frame. Ops frames are built far below it
+	// (SessionConfig.BatchBytes); the bound only stops a hostile length.
+	MaxFrame = 1 << 20
+	// maxOpsPerFrame bounds the op count of one frame (a sale is ≥ 150 B).
+	maxOpsPerFrame = MaxFrame / 64
+	// maxScopes bounds the scopes named in one hello.
+	maxScopes = 4096
+)
+
+type msgType uint8
+
+const (
+	msgHello   msgType = 1 // who I am: fleet, certificate, scopes
+	msgSummary msgType = 2 // what I durably hold in a scope: version vector, fork digests; doubles as the ack
+	msgOps     msgType = 3 // ops of one scope, per-device order, with certificates of their authors
+	msgWant    msgType = 4 // send me a device's ops in (after, through]: a pull
+	msgBye     msgType = 5 // I am closing, and why
+)
+
+func (t msgType) String() string {
+	switch t {
+	case msgHello:
+		return "hello"
+	case msgSummary:
+		return "summary"
+	case msgOps:
+		return "ops"
+	case msgWant:
+		return "want"
+	case msgBye:
+		return "bye"
+	}
+	return fmt.Sprintf("type%d", uint8(t))
+}
+
+type frame struct {
+	_    struct{} `cbor:",toarray"`
+	V    uint8
+	T    msgType
+	Body cbor.RawMessage
+}
+
+type helloMsg struct {
+	Fleet  string   `cbor:"1,keyasint"`
+	Cert   []byte   `cbor:"2,keyasint"`
+	All    bool     `cbor:"3,keyasint,omitempty"` // replicates every store (anchor)
+	Scopes []string `cbor:"4,keyasint,omitempty"`
+}
+
+type summaryMsg struct {
+	Scope string             `cbor:"1,keyasint"`
+	VV    crdt.VersionVector `cbor:"2,keyasint"`
+	Forks map[string][]byte  `cbor:"3,keyasint,omitempty"` // device → ledger.ForkDigests
+	// Partial summaries (acknowledgements of an ops frame) list only the
+	// devices of that frame; they never imply a device is absent.
+	Partial bool `cbor:"4,keyasint,omitempty"`
+	// Heads holds, per device, the first headLen bytes of the hash of the
+	// op at its VV entry, so two branches of a forked device that reached
+	// the same seq are noticed.
+	Heads map[string][]byte `cbor:"5,keyasint,omitempty"`
+}
+
+const headLen = 8
+
+type opsMsg struct {
+	Scope string   `cbor:"1,keyasint"`
+	Certs [][]byte `cbor:"2,keyasint,omitempty"`
+	Ops   [][]byte `cbor:"3,keyasint"`
+	// Fresh ops were pushed as they were made (or relayed once from their
+	// author); the others answer a pull.
+	Fresh bool `cbor:"4,keyasint,omitempty"`
+}
+
+type wantMsg struct {
+	Scope   string `cbor:"1,keyasint"`
+	Device  string `cbor:"2,keyasint"`
+	After   uint64 `cbor:"3,keyasint"`
+	Through uint64 `cbor:"4,keyasint,omitempty"` // 0: everything, all fork branches
+}
+
+type byeMsg struct {
+	Code   string `cbor:"1,keyasint"`
+	Detail string `cbor:"2,keyasint,omitempty"`
+}
+
+// encodeFrame wraps body as a frame of type t.
+func encodeFrame(t msgType, body any) []byte {
+	b, err := crdt.Marshal(body)
+	if err == nil {
+		b, err = crdt.Marshal(&frame{V: wireVersion, T: t, Body: b})
+	}
+	if err != nil {
+		// Every message is strings, ints, byte slices and maps of those.
+		panic(fmt.Sprintf("mesh: encode %s: %v", t, err))
+	}
+	return b
+}
+
+// decodeFrame parses one frame from a peer. It returns the message (one of
+// the *Msg types) or, for a type this build does not know, (t, nil, nil).
+func decodeFrame(b []byte) (msgType, any, error) {
+	if len(b) > MaxFrame {
+		return 0, nil, protoErr(CodeOversized, "frame of %d bytes", len(b))
+	}
+	var f frame
+	if err := crdt.Unmarshal(b, &f); err != nil {
+		return 0, nil, protoErr(CodeBadFrame, "%v", err)
+	}
+	if f.V != wireVersion {
+		return 0, nil, protoErr(CodeBadFrame, "wire version %d", f.V)
+	}
+	var msg interface{ check() error }
+	switch f.T {
+	case msgHello:
+		msg = new(helloMsg)
+	case msgSummary:
+		msg = new(summaryMsg)
+	case msgOps:
+		msg = new(opsMsg)
+	case msgWant:
+		msg = new(wantMsg)
+	case msgBye:
+		msg = new(byeMsg)
+	default:
+		return f.T, nil, nil
+	}
+	if err := crdt.Unmarshal(f.Body, msg); err != nil {
+		return f.T, nil, protoErr(CodeBadFrame, "%s: %v", f.T, err)
+	}
+	if err := msg.check(); err != nil {
+		return f.T, nil, protoErr(CodeBadFrame, "%s: %v", f.T, err)
+	}
+	return f.T, msg, nil
+}
+
+func checkScope(s string) error {
+	if s != ledger.FleetScope && !ledger.ValidStoreID(s) {
+		return fmt.Errorf("bad scope %q", s)
+	}
+	return nil
+}
+
+func (m *helloMsg) check() error {
+	if len(m.Cert) == 0 || len(m.Cert) > 4096 {
+		return fmt.Errorf("certificate of %d bytes", len(m.Cert))
+	}
+	if len(m.Scopes) > maxScopes {
+		return fmt.Errorf("%d scopes", len(m.Scopes))
+	}
+	for _, s := range m.Scopes {
+		if err := checkScope(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *summaryMsg) check() error {
+	if err := checkScope(m.Scope); err != nil {
+		return err
+	}
+	if err := crdt.ValidateVersionVector(m.VV); err != nil {
+		return err
+	}
+	for d, h := range m.Forks {
+		if d == "" || len(h) != sha256.Size {
+			return fmt.Errorf("bad fork digest for %q", d)
+		}
+	}
+	for d, h := range m.Heads {
+		if len(h) != headLen || m.VV[d] == 0 {
+			return fmt.Errorf("bad head for %q", d)
+		}
+	}
+	return nil
+}
+
+func (m *opsMsg) check() error {
+	if err := checkScope(m.Scope); err != nil {
+		return err
+	}
+	if len(m.Ops) > maxOpsPerFrame || len(m.Certs) > maxOpsPerFrame {
+		return fmt.Errorf("%d ops, %d certificates", len(m.Ops), len(m.Certs))
+	}
+	for _, o := range m.Ops {
+		if len(o) == 0 || len(o) > ledger.MaxOpBytes {
+			return fmt.Errorf("op of %d bytes", len(o))
+		}
+	}
+	return nil
+}
+
+func (m *wantMsg) check() error {
+	if err := checkScope(m.Scope); err != nil {
+		return err
+	}
+	if m.Device == "" || len(m.Device) > 128 {
+		return fmt.Errorf("bad device")
+	}
+	if m.Through != 0 && m.Through <= m.After {
+		return fmt.Errorf("empty range (%d, %d]", m.After, m.Through)
+	}
+	return nil
+}
+
+func (m *byeMsg) check() error {
+	if len(m.Code) > 64 || len(m.Detail) > 1024 {
+		return fmt.Errorf("bye too long")
+	}
+	return nil
+}
