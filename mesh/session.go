@@ -136,7 +136,7 @@ type Session struct {
 	all   bool            // peer replicates every store
 	peerS map[string]bool // peer's scopes when !all
 	sc    map[string]*scopeState
-	relay []*ledger.Op    // fresh ops from their author, for the driver to push on
+	relay []*ledger.Op // fresh ops from their author, for the driver to push on
 	stats SessionStats
 }
 
