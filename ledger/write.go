@@ -206,23 +206,7 @@ func (l *Ledger) certFor(o *Op) (*Certificate, error) {
 	l.mu.Lock()
 	certs := l.certs[o.Device]
 	l.mu.Unlock()
-	if len(certs) == 0 {
-		return nil, reject(ReasonUnknownDevice, "no certificate for %s", o.Device)
-	}
-	var first error
-	for _, c := range certs {
-		err := c.ValidAt(o.HLC.Wall / 1e6)
-		if err == nil {
-			err = c.MayWrite(o.Kind, o.Store)
-		}
-		if err == nil {
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return nil, first
+	return pickCert(certs, o)
 }
 
 // placeRemote places a verified op, or holds it, and releases any held ops
