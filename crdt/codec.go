@@ -3,6 +3,7 @@ package crdt
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -51,6 +52,17 @@ var ErrDecode = errors.New("crdt: malformed encoding")
 
 // Marshal encodes v in CBOR core deterministic encoding.
 func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// NewEncoder returns an encoder that writes CBOR items to w one at a time,
+// each exactly as Marshal would give it: an RFC 8742 CBOR sequence.
+func NewEncoder(w io.Writer) *cbor.Encoder { return encMode.NewEncoder(w) }
+
+// NewDecoder returns a decoder that reads the items of a CBOR sequence from
+// r one at a time with storemesh's limits. It reads ahead of the item it
+// returns (Buffered gives those bytes back) and as far as an item's length
+// claims, so a caller reading from a peer bounds r. Its errors are the
+// decoder's and r's own, unwrapped.
+func NewDecoder(r io.Reader) *cbor.Decoder { return decMode.NewDecoder(r) }
 
 // Unmarshal decodes one CBOR item from b into v with storemesh's limits.
 // Trailing bytes are an error. Failures wrap ErrDecode.

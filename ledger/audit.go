@@ -2,25 +2,33 @@ package ledger
 
 // Audit export and offline verification (DESIGN §6 "Audit").
 //
-// Bundle format, version 1. A bundle is three parts, back to back:
+// Bundle format, version 2. A bundle is three parts, back to back:
 //
-//  1. the magic line "storemesh-audit-v1\n";
-//  2. one CBOR item in core deterministic encoding — exactly what
-//     crdt.Marshal gives for
+//  1. the magic line "storemesh-audit-v2\n";
+//  2. an RFC 8742 CBOR sequence: CBOR items back to back, with no framing
+//     of their own. Every item is a byte string in core deterministic
+//     encoding — exactly what crdt.Marshal gives for a []byte:
 //
-//     [ manifest: bstr,      // crdt.Marshal(Manifest), a canonical CBOR array
-//       certs:    [* bstr],  // Certificate.Encode() of every stored certificate, in storage-key order
-//       ops:      [* bstr] ] // the canonical bytes of every stored op, in storage-key order
+//     manifest                     // crdt.Marshal(Manifest), a canonical CBOR array
+//     Manifest.Certs × certificate // Certificate.Encode() of every stored certificate, in storage-key order
+//     Manifest.Ops × op            // the canonical bytes of every stored op, in storage-key order
 //
-//     Storage-key order is the ledger's own: ops by (store, device, seq,
-//     hash) as the keys /o/STORE/DEVICE/SEQ/HASH sort byte-wise, so a
-//     chain's ops are adjacent and in seq order; certificates by
-//     /c/DEVICE/EXPIRY. The manifest is wrapped in a byte string so a
-//     reader can stream the bundle: every element is length-prefixed and
-//     bounded (manifest 32 MiB, certificate 4 KiB, op MaxOpBytes), so
-//     verifying needs memory for one op plus a little per chain, not for
-//     the whole bundle;
+//     The manifest's counts say where the sequence ends. Storage-key
+//     order is the ledger's own: ops by (store, device, seq, hash) as the
+//     keys /o/STORE/DEVICE/SEQ/HASH sort byte-wise, so a chain's ops are
+//     adjacent and in seq order; certificates by /c/DEVICE/EXPIRY. Every
+//     item is length-prefixed and bounded (manifest 1 MiB, certificate
+//     4 KiB, op MaxOpBytes), so verifying streams the bundle and needs
+//     memory for one item plus a little per chain, not for the whole
+//     bundle;
 //  3. a trailer: the 32-byte SHA-256 of parts 1 and 2.
+//
+// A bundle that ends with exactly a trailer left where its manifest
+// promises another item holds fewer items than the manifest says: the
+// reader reports that as a manifest problem and checks the trailer.
+// A bundle of another version fails with a version problem, version 1
+// (one CBOR array [manifest, [* cert], [* op]] in place of the sequence)
+// included.
 //
 // Any changed byte is detected: the trailer no longer matches, and the
 // strict decoder refuses anything but the one canonical form. A forger who
@@ -51,15 +59,18 @@ import (
 )
 
 const (
-	bundleMagic    = "storemesh-audit-v1\n"
+	bundleMagic       = "storemesh-audit-v2\n"
+	bundleMagicPrefix = "storemesh-audit-v" // followed by the version and "\n"
+	// manifestFormat is the manifest's own version, apart from the bundle's.
 	manifestFormat = 1
 
 	// MaxBundleBytes is the default bound on a bundle's size: about ten
 	// million sales, far beyond one fleet's yearly log. Larger claims are
 	// refused before anything is allocated.
 	MaxBundleBytes int64 = 4 << 30
-	// maxManifestBytes bounds the manifest (about 100,000 chains).
-	maxManifestBytes = 32 << 20
+	// maxManifestBytes bounds the manifest: about 10,000 chains at
+	// 70-100 bytes each.
+	maxManifestBytes = 1 << 20
 	// maxCertBytes matches DecodeCertificate's own limit.
 	maxCertBytes = 4096
 	// maxProblems bounds the problems an AuditError lists; the rest are
@@ -246,14 +257,22 @@ func (l *Ledger) Export(ctx context.Context, w io.Writer) (Manifest, error) {
 
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 64<<10)
-	bw.WriteString(bundleMagic)
-	bw.Write(appendHead(nil, cborArray, 3))
-	writeBytes(bw, mb)
-	bw.Write(appendHead(nil, cborArray, uint64(len(certs))))
-	for _, c := range certs {
-		writeBytes(bw, c)
+	enc := crdt.NewEncoder(bw)
+	item := func(b []byte) error {
+		if err := enc.Encode(b); err != nil {
+			return fmt.Errorf("ledger: export: write: %w", err)
+		}
+		return nil
 	}
-	bw.Write(appendHead(nil, cborArray, m.Ops))
+	bw.WriteString(bundleMagic)
+	if err := item(mb); err != nil {
+		return Manifest{}, err
+	}
+	for _, c := range certs {
+		if err := item(c); err != nil {
+			return Manifest{}, err
+		}
+	}
 
 	// Pass 2 writes the ops pass 1 saw: chains it knew, up to the seq it
 	// knew. Only a fork op stored in between could slip in; the second
@@ -268,10 +287,7 @@ func (l *Ledger) Export(ctx context.Context, w io.Writer) (Manifest, error) {
 			return nil
 		}
 		second.add(o)
-		if err := writeBytes(bw, o.raw); err != nil {
-			return fmt.Errorf("ledger: export: write: %w", err)
-		}
-		return nil
+		return item(o.raw)
 	}); err != nil {
 		return Manifest{}, err
 	}
@@ -359,9 +375,7 @@ func VerifyBundle(r io.Reader, opts VerifyOptions) (*Report, error) {
 	if limit <= 0 {
 		limit = MaxBundleBytes
 	}
-	// The reader stops one byte past the limit, so a longer bundle is
-	// noticed; the hashed part may use the limit less the trailer.
-	br := &bundleReader{r: bufio.NewReaderSize(io.LimitReader(r, limit+1), 64<<10), h: sha256.New(), limit: limit - sha256.Size}
+	br := newBundleReader(r, limit)
 	v := newVerifier(opts.Fleet)
 	if err := v.readBundle(br, opts); err != nil {
 		var fe *formatError
@@ -375,61 +389,51 @@ func VerifyBundle(r io.Reader, opts VerifyOptions) (*Report, error) {
 }
 
 func (v *verifier) readBundle(br *bundleReader, opts VerifyOptions) error {
-	magic := make([]byte, len(bundleMagic))
-	if err := br.read(magic); err != nil {
+	if err := br.magic(); err != nil {
 		return err
 	}
-	if string(magic) != bundleMagic {
-		return &formatError{ProblemDecode, "not a storemesh audit bundle (v1)"}
-	}
-	if n, err := br.head(cborArray); err != nil {
-		return err
-	} else if n != 3 {
-		return &formatError{ProblemDecode, fmt.Sprintf("bundle is an array of %d, want 3", n)}
-	}
-	mb, err := br.bytes(maxManifestBytes)
+	mb, err := br.item(maxManifestBytes)
 	if err != nil {
 		return err
 	}
 	if err := v.manifest(mb, opts.Fleet); err != nil {
 		return err
 	}
-	n, err := br.head(cborArray)
+	// The counts come from the bundle: a false one costs a loop that ends
+	// with the bundle, never an allocation.
+	m := &v.rep.Manifest
+	for _, part := range []struct {
+		n      uint64
+		maxLen int
+		check  func(b []byte)
+	}{
+		{m.Certs, maxCertBytes, func(b []byte) { v.cert(b, "") }},
+		{m.Ops, MaxOpBytes, func(b []byte) { v.op(b, "") }},
+	} {
+		for range part.n {
+			if end, err := br.trailerNext(); err != nil {
+				return err
+			} else if end {
+				break // the manifest check reports the shortfall
+			}
+			b, err := br.item(part.maxLen)
+			if err != nil {
+				return err
+			}
+			part.check(b)
+		}
+	}
+	match, extra, err := br.trailer()
 	if err != nil {
 		return err
 	}
-	for range n {
-		b, err := br.bytes(maxCertBytes)
-		if err != nil {
-			return err
-		}
-		v.cert(b, "")
-	}
-	if n, err = br.head(cborArray); err != nil {
-		return err
-	}
-	for range n {
-		b, err := br.bytes(MaxOpBytes)
-		if err != nil {
-			return err
-		}
-		v.op(b, "")
-	}
-	sum := br.h.Sum(nil)
-	trailer := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(br.r, trailer); err != nil {
-		return br.fail(err)
-	}
-	if !bytes.Equal(sum, trailer) {
+	if !match {
 		v.problem(ProblemChecksum, "bundle", "SHA-256 trailer does not match the content")
 	}
-	if _, err := br.r.ReadByte(); err != io.EOF {
-		if err != nil {
-			return err
-		}
+	if extra {
 		v.problem(ProblemDecode, "bundle", "bytes after the trailer")
 	}
-	v.finish(&v.rep.Manifest)
+	v.finish(m)
 	return nil
 }
 

@@ -3,12 +3,16 @@ package ledger
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"math"
+	"strings"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"storemesh/crdt"
 )
 
 // formatError is a bundle the reader cannot go on parsing.
@@ -19,118 +23,159 @@ type formatError struct {
 
 func (e *formatError) Error() string { return string(e.code) + ": " + e.msg }
 
-// CBOR major types the bundle uses.
-const (
-	cborBytes = 2
-	cborArray = 4
-)
+// maxHead is the longest CBOR head: a byte string of n bytes takes at most
+// n+maxHead bytes.
+const maxHead = 9
 
-// bundleReader reads the hashed part of a bundle: CBOR heads and byte
-// strings, in the minimal (canonical) encoding only.
+// errItemTooLarge is itemReader refusing to hand on more of an item than
+// its bound allows.
+var errItemTooLarge = errors.New("ledger: bundle item passes its size bound")
+
+// itemReader stands between the bundle and the CBOR decoder. It counts the
+// bytes it hands on and hands on none past end, so however long an item
+// claims to be, the decoder never buffers more than the item's bound. It
+// keeps the underlying reader's own failure apart from a malformed bundle.
+type itemReader struct {
+	r   *bufio.Reader
+	n   int64 // bytes handed on
+	end int64 // n may not pass end
+	err error // the underlying reader's failure, other than EOF
+}
+
+func (ir *itemReader) Read(p []byte) (int, error) {
+	if ir.n >= ir.end {
+		return 0, errItemTooLarge
+	}
+	if int64(len(p)) > ir.end-ir.n {
+		p = p[:ir.end-ir.n]
+	}
+	k, err := ir.r.Read(p)
+	ir.n += int64(k)
+	if err != nil && err != io.EOF {
+		ir.err = err
+	}
+	return k, err
+}
+
+// bundleReader reads a bundle part by part: the magic line, the items of
+// the CBOR sequence through crdt's decoder, and the trailer. It hashes
+// exactly the bytes of the magic line and of each item.
 type bundleReader struct {
-	r     *bufio.Reader
+	in    itemReader
+	dec   *cbor.Decoder
 	h     hash.Hash
-	n     int64 // bytes read
+	pos   int64 // bytes of the bundle parsed: the next part starts here
 	limit int64
-	buf   [9]byte
+	raw   cbor.RawMessage // the last item, reused
+}
+
+// newBundleReader reads r, which may hold at most limit bytes.
+func newBundleReader(r io.Reader, limit int64) *bundleReader {
+	// The reader stops one byte past the limit, so a longer bundle is
+	// noticed.
+	br := &bundleReader{h: sha256.New(), limit: limit}
+	br.in.r = bufio.NewReaderSize(io.LimitReader(r, limit+1), 64<<10)
+	br.dec = crdt.NewDecoder(&br.in)
+	return br
 }
 
 // fail turns a read error into a format problem when the bundle simply
-// ends (or passes the size limit); other errors are the reader's own.
+// ends, passes the size limit or is malformed; the reader's own errors
+// come back as they are.
 func (br *bundleReader) fail(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	switch {
+	case br.in.err != nil:
+		return br.in.err
+	case br.in.n > br.limit:
+		return &formatError{ProblemSize, fmt.Sprintf("bundle is larger than %d bytes", br.limit)}
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return &formatError{ProblemDecode, "bundle is truncated"}
+	default:
+		return &formatError{ProblemDecode, fmt.Sprintf("byte %d: %v", br.pos, err)}
 	}
-	return err
 }
 
-func (br *bundleReader) read(p []byte) error {
-	if br.n+int64(len(p)) > br.limit {
-		return &formatError{ProblemSize, fmt.Sprintf("bundle is larger than %d bytes", br.limit)}
-	}
-	if _, err := io.ReadFull(br.r, p); err != nil {
+// magic reads and checks the magic line.
+func (br *bundleReader) magic() error {
+	b := make([]byte, len(bundleMagic))
+	br.in.end = int64(len(b))
+	if _, err := io.ReadFull(&br.in, b); err != nil {
 		return br.fail(err)
 	}
-	br.h.Write(p)
-	br.n += int64(len(p))
-	return nil
+	br.h.Write(b)
+	br.pos = int64(len(b))
+	switch m := string(b); {
+	case m == bundleMagic:
+		return nil
+	case strings.HasPrefix(m, bundleMagicPrefix):
+		return &formatError{ProblemVersion, fmt.Sprintf("bundle format %q, this build reads %q", strings.TrimSpace(m), strings.TrimSpace(bundleMagic))}
+	default:
+		return &formatError{ProblemDecode, "not a storemesh audit bundle"}
+	}
 }
 
-// head reads a CBOR head of the given major type and returns its argument.
-func (br *bundleReader) head(major byte) (uint64, error) {
-	b := br.buf[:1]
-	if err := br.read(b); err != nil {
-		return 0, err
-	}
-	if b[0]>>5 != major {
-		return 0, &formatError{ProblemDecode, fmt.Sprintf("CBOR major type %d at byte %d, want %d", b[0]>>5, br.n-1, major)}
-	}
-	ai := b[0] & 0x1f
-	if ai < 24 {
-		return uint64(ai), nil
-	}
-	if ai > 27 {
-		return 0, &formatError{ProblemDecode, fmt.Sprintf("indefinite or reserved CBOR length at byte %d", br.n-1)}
-	}
-	arg := br.buf[1 : 1+1<<(ai-24)] // 1, 2, 4 or 8 big-endian bytes
-	if err := br.read(arg); err != nil {
-		return 0, err
-	}
-	var n uint64
-	for _, x := range arg {
-		n = n<<8 | uint64(x)
-	}
-	// Canonical CBOR uses the shortest form that holds n.
-	minimal := [...]uint64{24, 1 << 8, 1 << 16, 1 << 32}[ai-24]
-	if n < minimal {
-		return 0, &formatError{ProblemDecode, fmt.Sprintf("non-canonical CBOR length at byte %d", br.n)}
-	}
-	// Every element takes at least a byte: a longer claim cannot be met
-	// within the size limit, so it is refused before anything is allocated.
-	if n > uint64(br.limit-br.n) {
-		return 0, &formatError{ProblemSize, fmt.Sprintf("a CBOR item claims %d elements or bytes; the bundle may not exceed %d bytes", n, br.limit)}
-	}
-	return n, nil
-}
-
-// bytes reads a CBOR byte string of at most maxLen bytes.
-func (br *bundleReader) bytes(maxLen int) ([]byte, error) {
-	n, err := br.head(cborBytes)
-	if err != nil {
-		return nil, err
-	}
-	if n > uint64(maxLen) {
-		return nil, &formatError{ProblemSize, fmt.Sprintf("an element of %d bytes at byte %d (max %d)", n, br.n, maxLen)}
-	}
-	// Grow with what arrives rather than trusting the claim up front.
-	var buf bytes.Buffer
-	if _, err := io.CopyN(&buf, br.r, int64(n)); err != nil {
+// item reads the next item of the sequence, which must be a canonical
+// CBOR byte string of at most maxLen bytes, and returns its content.
+func (br *bundleReader) item(maxLen int) ([]byte, error) {
+	at := br.pos
+	br.in.end = at + int64(maxLen) + maxHead
+	if err := br.dec.Decode(&br.raw); err != nil {
+		if errors.Is(err, errItemTooLarge) {
+			return nil, &formatError{ProblemSize, fmt.Sprintf("the item at byte %d is longer than %d bytes", at, maxLen)}
+		}
 		return nil, br.fail(err)
 	}
-	br.h.Write(buf.Bytes())
-	br.n += int64(n)
-	return buf.Bytes(), nil
+	br.h.Write(br.raw)
+	br.pos += int64(len(br.raw))
+	var b []byte
+	if err := crdt.UnmarshalCanonical(br.raw, &b); err != nil {
+		return nil, &formatError{ProblemDecode, fmt.Sprintf("the item at byte %d: %v", at, err)}
+	}
+	if b == nil { // null decodes to a nil slice and re-encodes as itself
+		return nil, &formatError{ProblemDecode, fmt.Sprintf("the item at byte %d is null, not a byte string", at)}
+	}
+	if len(b) > maxLen {
+		return nil, &formatError{ProblemSize, fmt.Sprintf("an item of %d bytes at byte %d (max %d)", len(b), at, maxLen)}
+	}
+	return b, nil
 }
 
-// appendHead appends a CBOR head in its minimal encoding.
-func appendHead(b []byte, major byte, n uint64) []byte {
-	m := major << 5
+// trailerNext reports whether exactly a trailer's worth of bytes is left.
+// Asked where the manifest promises another item, yes means the bundle
+// holds fewer items than its manifest says.
+func (br *bundleReader) trailerNext() (bool, error) {
+	buffered := br.in.n - br.pos // read by the decoder, not yet returned
+	if buffered > sha256.Size {
+		return false, nil
+	}
+	want := int(sha256.Size + 1 - buffered)
+	p, err := br.in.r.Peek(want)
 	switch {
-	case n < 24:
-		return append(b, m|byte(n))
-	case n <= math.MaxUint8:
-		return append(b, m|24, byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(b, m|25), uint16(n))
-	case n <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(b, m|26), uint32(n))
+	case err == nil || errors.Is(err, bufio.ErrBufferFull):
+		return false, nil
+	case err == io.EOF:
+		return len(p) == want-1, nil
 	default:
-		return binary.BigEndian.AppendUint64(append(b, m|27), n)
+		br.in.err = err // Peek hands the error over once
+		return false, err
 	}
 }
 
-func writeBytes(w *bufio.Writer, b []byte) error {
-	w.Write(appendHead(nil, cborBytes, uint64(len(b))))
-	_, err := w.Write(b)
-	return err
+// trailer reads the trailer and reports whether it matches what was
+// hashed and whether bytes follow it.
+func (br *bundleReader) trailer() (match, extra bool, err error) {
+	sum := br.h.Sum(nil)
+	br.in.end = br.pos + sha256.Size + 1
+	b := make([]byte, sha256.Size+1)
+	n, err := io.ReadFull(io.MultiReader(br.dec.Buffered(), &br.in), b)
+	if n < sha256.Size {
+		return false, false, br.fail(err)
+	}
+	if br.in.err != nil {
+		return false, false, br.in.err
+	}
+	if br.in.n > br.limit {
+		return false, false, br.fail(nil)
+	}
+	return bytes.Equal(sum, b[:sha256.Size]), n > sha256.Size, nil
 }

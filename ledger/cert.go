@@ -212,11 +212,14 @@ func (c *Certificate) MayWrite(kind Kind, store string) error {
 		}
 		return nil
 	default: // terminal
-		if store != c.Store {
-			return reject(ReasonStore, "terminal of %s cannot write store %s", c.Store, store)
-		}
+		// Role first: manager-only kinds (prices, catalog, revocations) are
+		// fleet-wide, so a store check first would always call a terminal's
+		// price.set "wrong_store" and never "role_not_allowed".
 		if !known || spec.managerOnly {
 			return reject(ReasonRole, "a terminal may not write %s", kind)
+		}
+		if store != c.Store {
+			return reject(ReasonStore, "terminal of %s cannot write store %s", c.Store, store)
 		}
 		return nil
 	}

@@ -267,6 +267,16 @@ func (l *Ledger) commit(req *commitReq) error {
 	for len(l.queue) > 0 {
 		batch := l.queue
 		l.queue = nil
+		if l.failed != nil {
+			// A batch before this one failed, and these ops may link to
+			// ops that never reached storage: writing them would store a
+			// chain with a hole (Corrupt on reopen) and acknowledge it.
+			err := fmt.Errorf("%w: %v", ErrFailed, l.failed)
+			for _, r := range batch {
+				r.done <- err
+			}
+			continue
+		}
 		l.mu.Unlock()
 		err := l.write(batch)
 		l.mu.Lock()
