@@ -592,3 +592,9 @@ func (s *Session) Tick(ctx context.Context) error {
 	}
 	return nil
 }
+
+// NewProtocolError makes a ProtocolError for a transport that finds a peer
+// misbehaving below the session (an oversized length prefix).
+func NewProtocolError(code, format string, args ...any) *ProtocolError {
+	return protoErr(code, format, args...)
+}

@@ -228,3 +228,14 @@ func (m *byeMsg) check() error {
 	}
 	return nil
 }
+
+// HelloFrame builds a hello frame by hand, for tools and tests that play a
+// peer (the Session builds its own).
+func HelloFrame(fleet string, cert []byte, scopes ...string) []byte {
+	return encodeFrame(msgHello, &helloMsg{Fleet: fleet, Cert: cert, Scopes: scopes})
+}
+
+// OpsFrame builds an ops frame by hand, for tools and tests that play a peer.
+func OpsFrame(scope string, certs, ops [][]byte) []byte {
+	return encodeFrame(msgOps, &opsMsg{Scope: scope, Certs: certs, Ops: ops})
+}

@@ -1,0 +1,27 @@
+// Package mesh is storemesh's sync protocol (DESIGN §2, §4): a pure,
+// deterministic state machine per peer. Frames and ticks go in (Step,
+// Tick, Push), frames come out (Ready); no goroutines, sockets or wall
+// clock inside. libp2p drives it in production (package mesh/p2p); the
+// simulator drives the same code over simulated links.
+//
+// Protocol /storemesh/sync/1 (wire.go): hello (fleet, certificate,
+// scopes), summary (version vector, heads, fork digests per scope — also
+// the acknowledgement), ops (a bounded batch of one scope's ops with their
+// authors' certificates), want (a pull of one device's range), bye.
+//
+// Invariants:
+//   - Nothing but a hello is acted on before the peer's certificate is
+//     verified (same fleet, signed, valid now, not revoked, matching the
+//     transport-authenticated identity).
+//   - Ops travel with their original signatures; the ledger verifies each.
+//   - Catch-up is pulled: a node asks one peer (Pulls is shared by a node's
+//     sessions) for each missing range, so bytes on the wire follow what is
+//     missing. New local ops are pushed at once; ops fresh from their
+//     author are relayed one hop (TakeRelay).
+//
+// HAZARD: Push must not be called from inside a Step of the same session:
+// the ledger's subscribers run inside ApplyBatch. Queue and push after.
+//
+// Imports: ledger, crdt, fxamacker/cbor. Never libp2p or net: the
+// simulator imports this package.
+package mesh

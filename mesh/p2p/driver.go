@@ -1,0 +1,417 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"storemesh/crdt"
+	"storemesh/ledger"
+	"storemesh/mesh"
+)
+
+const (
+	// maxPendingPush bounds the ops handed to a session and not yet given
+	// to it. Past it new ones are dropped: the session's anti-entropy
+	// (summaries every few ticks) sends them anyway, from the ledger.
+	maxPendingPush = 1 << 14
+	// maxQueuedOut bounds frames waiting for the stream. The session's
+	// window keeps it far lower; a peer that stops reading hits it.
+	maxQueuedOut = 32 << 20
+	// byeGrace is how long a closing session may spend sending its bye.
+	byeGrace = time.Second
+)
+
+var (
+	errReplaced   = errors.New("mesh: replaced by a newer stream from the same peer")
+	errMeshClosed = errors.New("mesh: closed")
+	errSlowPeer   = errors.New("mesh: peer is not reading; too many frames queued")
+)
+
+// driver runs one mesh.Session over one libp2p stream. Its loop goroutine is
+// the only one that changes the session; the reader feeds it frames and
+// the writer drains its output, so the loop never blocks on the network.
+type driver struct {
+	m      *Mesh
+	peer   peer.ID
+	found  string
+	stream network.Stream
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+
+	mu        sync.Mutex // guards sess (Stats, Acked, ... from other goroutines)
+	sess      *mesh.Session
+	oversized uint64 // frames refused by the reader, before the session saw them
+
+	established atomic.Bool
+	anchor      atomic.Bool // peer's certificate has the anchor role
+	scope       string      // our own store, for Acked
+
+	pushMu   sync.Mutex
+	pending  []*ledger.Op
+	dropped  bool
+	pushWake chan struct{}
+
+	outMu     sync.Mutex
+	outCond   *sync.Cond
+	outQ      [][]byte
+	outBytes  int
+	outClosed bool
+	outDone   chan struct{}
+}
+
+func newDriver(m *Mesh, s network.Stream, pub ed25519.PublicKey, found string) *driver {
+	p := s.Conn().RemotePeer()
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	d := &driver{
+		m: m, peer: p, found: found, stream: s,
+		log:      m.log.With("peer", p.String(), "found", found, "dir", s.Stat().Direction.String()),
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		pushWake: make(chan struct{}, 1),
+		outDone:  make(chan struct{}),
+	}
+	if self := m.l.Self(); self != nil {
+		d.scope = self.Store
+	}
+	d.outCond = sync.NewCond(&d.outMu)
+	sc := mesh.SessionConfig{
+		RemoteID:  p.String(),
+		RemotePub: pub,
+		Now:       func() int64 { return m.cfg.Now().UnixNano() },
+		Found:     found,
+		Logger:    m.log,
+		Pulls:     m.pulls, // one peer, not all, is asked for each missing op
+	}
+	if m.cfg.SessionTuning != nil {
+		m.cfg.SessionTuning(&sc)
+	}
+	d.sess = mesh.NewSession(m.l, sc)
+	return d
+}
+
+// stop ends the driver with cause and waits for it.
+func (d *driver) stop(cause error) {
+	d.cancel(cause)
+	<-d.done
+}
+
+// push hands new durable ops to the session. It never blocks: it runs on
+// the ledger's committing goroutine.
+func (d *driver) push(ops []*ledger.Op) {
+	if !d.established.Load() {
+		return // the hello's summaries cover them
+	}
+	d.pushMu.Lock()
+	if len(d.pending)+len(ops) > maxPendingPush {
+		d.dropped = true
+	} else {
+		d.pending = append(d.pending, ops...)
+	}
+	d.pushMu.Unlock()
+	select {
+	case d.pushWake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *driver) takePending() []*ledger.Op {
+	d.pushMu.Lock()
+	defer d.pushMu.Unlock()
+	ops := d.pending
+	d.pending = nil
+	if d.dropped {
+		d.dropped = false
+		d.log.Debug("push queue overflowed; anti-entropy will send the rest")
+	}
+	return ops
+}
+
+// run drives the session until the stream, the session or the mesh ends.
+func (d *driver) run() {
+	defer close(d.done)
+	frames := make(chan []byte, 16)
+	errs := make(chan error, 2)
+	go d.readLoop(frames, errs)
+	go d.writeLoop(errs)
+
+	err := d.call(func(ctx context.Context) error { d.sess.Start(ctx); return nil })
+	tick := time.NewTicker(d.m.cfg.TickInterval)
+	defer tick.Stop()
+	for err == nil {
+		select {
+		case f := <-frames:
+			err = d.call(func(ctx context.Context) error { return d.sess.Step(ctx, f) })
+			if err == nil && d.anchor.Load() {
+				d.m.anchorContact()
+			}
+		case <-tick.C:
+			err = d.call(d.sess.Tick)
+		case <-d.pushWake:
+			if ops := d.takePending(); len(ops) > 0 {
+				err = d.call(func(ctx context.Context) error { return d.sess.Push(ctx, ops) })
+			}
+		case err = <-errs:
+		case <-d.ctx.Done():
+			err = context.Cause(d.ctx)
+		}
+	}
+	d.finish(err)
+}
+
+// call runs fn on the session under its mutex and queues what it made.
+func (d *driver) call(fn func(context.Context) error) error {
+	d.mu.Lock()
+	err := fn(d.ctx)
+	out := d.sess.Ready()
+	if err == nil {
+		err = d.sess.Err()
+	}
+	var cert *ledger.Certificate
+	if !d.established.Load() && d.sess.Established() {
+		cert = d.sess.PeerCert()
+	}
+	relay := d.sess.TakeRelay()
+	d.mu.Unlock()
+	if cert != nil {
+		d.anchor.Store(cert.Role == ledger.RoleAnchor)
+		d.established.Store(true)
+		d.m.sessionEstablished(d, cert)
+	}
+	if len(relay) > 0 {
+		d.m.relay(d, relay)
+	}
+	if qerr := d.enqueue(out); err == nil {
+		err = qerr
+	}
+	return err
+}
+
+func (d *driver) enqueue(frames [][]byte) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	for _, f := range frames {
+		d.outQ = append(d.outQ, f)
+		d.outBytes += len(f)
+	}
+	d.outCond.Signal()
+	if d.outBytes > maxQueuedOut {
+		return errSlowPeer
+	}
+	return nil
+}
+
+func (d *driver) readLoop(frames chan<- []byte, errs chan<- error) {
+	r := msgio.NewVarintReaderSize(d.stream, mesh.MaxFrame)
+	for {
+		b, err := r.ReadMsg()
+		if err != nil {
+			if errors.Is(err, msgio.ErrMsgTooLarge) {
+				n, _ := r.NextMsgLen()
+				err = mesh.NewProtocolError(mesh.CodeOversized, "length prefix %d above %d", n, mesh.MaxFrame)
+			}
+			errs <- err
+			return
+		}
+		if b == nil {
+			b = []byte{} // a zero-length frame; the session calls it bad
+		}
+		select {
+		case frames <- b:
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// writeLoop writes queued frames, batching whatever is queued into one
+// flush. After outClosed it drains the queue (a bye) and stops.
+func (d *driver) writeLoop(errs chan<- error) {
+	defer close(d.outDone)
+	bw := bufio.NewWriterSize(d.stream, 64<<10)
+	w := msgio.NewVarintWriter(bw)
+	for {
+		d.outMu.Lock()
+		for len(d.outQ) == 0 && !d.outClosed {
+			d.outCond.Wait()
+		}
+		q, closed := d.outQ, d.outClosed
+		d.outQ, d.outBytes = nil, 0
+		d.outMu.Unlock()
+		for _, f := range q {
+			if err := w.WriteMsg(f); err != nil {
+				errs <- err
+				return
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			errs <- err
+			return
+		}
+		if closed && len(q) == 0 {
+			return
+		}
+	}
+}
+
+// finish closes the stream, bans the peer when the error says it is not a
+// trustworthy fleet member, and tells the mesh.
+func (d *driver) finish(err error) {
+	var pe *mesh.ProtocolError
+	isProto := errors.As(err, &pe)
+	if isProto && pe.Code == mesh.CodeOversized {
+		// Found by the reader, not the session: count it alongside the
+		// session's own rejections.
+		d.mu.Lock()
+		d.oversized++
+		d.mu.Unlock()
+	}
+	// Let the writer send what is queued (the session's bye), briefly.
+	_ = d.stream.SetWriteDeadline(time.Now().Add(byeGrace))
+	d.outMu.Lock()
+	d.outClosed = true
+	d.outCond.Broadcast()
+	d.outMu.Unlock()
+	select {
+	case <-d.outDone:
+	case <-time.After(byeGrace):
+	}
+	d.cancel(err)
+	_ = d.stream.Reset()
+	<-d.outDone
+
+	bannable := mesh.IsBannable(err)
+	switch {
+	case bannable:
+		d.m.gater.Ban(d.peer, pe.Code)
+		d.log.Warn("peer cut off and banned", "code", pe.Code, "detail", pe.Detail, "ban", d.m.cfg.BanPeriod)
+	case isProto:
+		d.log.Info("sync session closed", "code", pe.Code, "detail", pe.Detail)
+	case errors.Is(err, errReplaced), errors.Is(err, errMeshClosed), errors.Is(err, context.Canceled):
+		d.log.Debug("sync session stopped", "err", err)
+	default:
+		d.log.Info("sync stream ended", "err", err)
+	}
+	code := ""
+	if isProto {
+		code = pe.Code
+	}
+	d.m.sessionEnded(d, code)
+	if bannable {
+		_ = d.m.h.Network().ClosePeer(d.peer)
+	}
+}
+
+// onDurable runs on the ledger's committing goroutine: hand this
+// device's new ops to every session without blocking. Ops from peers are
+// not pushed here: the session that received one fresh from its author
+// hands it on (relay), and summaries carry news further; pushing every
+// durable op to every peer would echo each sale n² times in a full mesh.
+func (m *Mesh) onDurable(ops []*ledger.Op) {
+	self := m.self.String()
+	var local []*ledger.Op
+	for _, o := range ops {
+		if o.Device == self {
+			local = append(local, o)
+		}
+	}
+	if len(local) > 0 {
+		m.mu.Lock()
+		ds := slices.Collect(maps.Values(m.sessions))
+		m.mu.Unlock()
+		for _, d := range ds {
+			d.push(local)
+		}
+	}
+	for _, o := range ops {
+		if o.Kind == ledger.KindDeviceRevoked {
+			go m.dropRevoked()
+			break
+		}
+	}
+	m.notify()
+}
+
+// relay hands ops that session from received fresh from their author to every
+// other session (one hop: DESIGN §4 store-and-forward, e.g. to an anchor
+// only this device reaches). Called on from's goroutine, outside its lock.
+func (m *Mesh) relay(from *driver, ops []*ledger.Op) {
+	m.mu.Lock()
+	ds := slices.Collect(maps.Values(m.sessions))
+	m.mu.Unlock()
+	for _, d := range ds {
+		if d != from {
+			d.push(ops)
+		}
+	}
+}
+
+// dropRevoked cuts off connected peers whose device was revoked.
+func (m *Mesh) dropRevoked() {
+	for _, p := range m.h.Network().Peers() {
+		if m.l.Revoked(p.String()) {
+			m.log.Warn("revoked peer cut off", "peer", p.String())
+			m.gater.Ban(p, mesh.CodeRevoked)
+			_ = m.h.Network().ClosePeer(p)
+		}
+	}
+}
+
+// snapshot reads the session's public state under its mutex.
+type snapshot struct {
+	established bool
+	cert        *ledger.Certificate
+	stats       mesh.SessionStats
+	acked       crdt.VersionVector
+}
+
+func (d *driver) snapshot() snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := snapshot{established: d.sess.Established(), cert: d.sess.PeerCert(), stats: d.sess.Stats()}
+	if d.oversized > 0 {
+		if s.stats.Rejected == nil {
+			s.stats.Rejected = map[string]uint64{}
+		}
+		s.stats.Rejected[mesh.CodeOversized] += d.oversized
+	}
+	if d.scope != "" {
+		s.acked = d.sess.Acked(d.scope)
+	}
+	return s
+}
+
+// rawEd25519 returns the raw ed25519 key of a connection's remote peer.
+func rawEd25519(c network.Conn) (ed25519.PublicKey, error) {
+	k := c.RemotePublicKey()
+	if k == nil {
+		return nil, errors.New("no remote public key")
+	}
+	raw, err := k.Raw()
+	if err != nil {
+		return nil, fmt.Errorf("remote key: %w", err)
+	}
+	if k.Type() != cryptopb.KeyType_Ed25519 || len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("remote key is %s, not ed25519", k.Type())
+	}
+	return ed25519.PublicKey(raw), nil
+}
