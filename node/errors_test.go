@@ -1,0 +1,270 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"storemesh/ledger"
+	"storemesh/ledger/ledgertest"
+)
+
+// errCase is one bad request and the error it must get.
+type errCase struct {
+	code    string
+	route   string // the route table's path, to check the code is declared
+	method  string
+	path    string
+	body    any
+	headers []string
+	setup   func(t *testing.T) // runs before the state is snapshotted
+	node    func() *Node       // default: the manager node
+}
+
+// snapshot is everything a refused request must leave unchanged.
+func snapshot(t *testing.T, n *Node) string {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range []string{"/v1/digest", "/v1/digest?store=*", "/v1/sales", "/v1/stock", "/v1/catalog", "/v1/conflicts"} {
+		b.Write(must(t, n, 200, "GET", p, nil).body)
+	}
+	st := n.l.Stats()
+	b.WriteString(strings.Repeat("|", int(st.Appended)))
+	return b.String()
+}
+
+// failingStore fails every batch commit once fail is set: a full disk.
+type failingStore struct {
+	ds.Batching
+	fail atomic.Bool
+}
+
+func (f *failingStore) Batch(ctx context.Context) (ds.Batch, error) {
+	b, err := f.Batching.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &failingBatch{Batch: b, s: f}, nil
+}
+
+type failingBatch struct {
+	ds.Batch
+	s *failingStore
+}
+
+func (b *failingBatch) Commit(ctx context.Context) error {
+	if b.s.fail.Load() {
+		return errors.New("no space left on device")
+	}
+	return b.Batch.Commit(ctx)
+}
+
+// restoredOps returns raw ops seq 1 and 2 of dev written by another copy
+// of the device (a backup restored elsewhere, or a clone).
+func restoredOps(t *testing.T, dev *Device, store string) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	cfg := ledger.DefaultConfig()
+	cfg.Fleet, cfg.Self, cfg.Key = dev.Fleet, dev.Cert, dev.Key
+	l, err := ledger.Open(ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := 0; i < 2; i++ {
+		if _, err := l.Append(ctx, store, ledger.KindSale, ledgertest.Sale("TEA", int64(i+5), 999)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var raws [][]byte
+	if err := l.History(ctx, store, dev.Cert.Device, 0, 1<<20, func(b []ledger.RawOp) error {
+		for _, r := range b {
+			raws = append(raws, r.Bytes)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return raws
+}
+
+// TestAPIErrorCodes triggers every error code with the bad input that
+// causes it and checks that nothing stored changed.
+func TestAPIErrorCodes(t *testing.T) {
+	f := newTestFleet(t, 1)
+	clock := &testClock{}
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "mgr"), func(c *Config) { c.Now = clock.Now })
+	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "term"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
+	locked := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "locked"), func(c *Config) { c.Token = "s3cret" })
+
+	store := &failingStore{Batching: ledgertest.MemStore()}
+	broken := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "broken"), func(c *Config) { c.Datastore = store })
+	behindDev := f.enroll(t, "s1", ledger.RoleManager, "behind")
+	behind := startNode(t, behindDev)
+	forkedDev := f.enroll(t, "s1", ledger.RoleManager, "forked")
+	forked := startNode(t, forkedDev)
+
+	for _, n := range []*Node{mgr, broken, behind, forked} {
+		setItem(t, n, "TEA", "Tea", 350)
+	}
+	must(t, mgr, 201, "POST", "/v1/stock/received", map[string]any{"sku": "TEA", "qty": 1})
+	var sold saleResult
+	must(t, mgr, 201, "POST", "/v1/sales", sale("TEA", 2, "cash"), "Idempotency-Key", "k1").decode(t, &sold) // oversells by 1
+	waitFor(t, 10*time.Second, "the terminal to sync", func() bool {
+		return term.l.Digest("s1") == mgr.l.Digest("s1") && term.l.Digest(ledger.FleetScope) == mgr.l.Digest(ledger.FleetScope)
+	})
+	var conflicts struct{ Conflicts []ledger.Conflict }
+	must(t, mgr, 200, "GET", "/v1/conflicts", nil).decode(t, &conflicts)
+	if len(conflicts.Conflicts) != 1 {
+		t.Fatalf("want one oversell, got %+v", conflicts.Conflicts)
+	}
+	conflictPath := "/v1/conflicts/" + conflicts.Conflicts[0].ID + "/resolve"
+	policy := func(p map[string]any) func(*testing.T) {
+		return func(t *testing.T) { must(t, mgr, 200, "PUT", "/v1/policy", p) }
+	}
+
+	cases := []errCase{
+		{code: CodeUnknownSKU, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("NOPE", 1, "cash")},
+		{code: CodeUnknownSKU, route: "/v1/stock/received", method: "POST", path: "/v1/stock/received", body: map[string]any{"sku": "NOPE", "qty": 1}},
+		{code: CodeBadSKU, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/bad%20sku", body: map[string]any{"name": "x", "unit_price": 1, "currency": "EUR"}},
+		{code: CodeBadQuantity, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 0, "cash")},
+		{code: CodeBadQuantity, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":[{"sku":"TEA","qty":1.5}],"payment":{"method":"cash"}}`},
+		{code: CodeBadQuantity, route: "/v1/stock/counted", method: "POST", path: "/v1/stock/counted", body: map[string]any{"sku": "TEA", "on_hand": -3}},
+		{code: CodeBadPrice, route: "/v1/sales", method: "POST", path: "/v1/sales", body: map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 1, "unit_price": -1}}, "payment": map[string]any{"method": "cash"}}},
+		{code: CodeBadPrice, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"name": "Tea", "unit_price": 3.5, "currency": "EUR"}},
+		{code: CodeBadCurrency, route: "/v1/sales", method: "POST", path: "/v1/sales", body: map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 1}}, "payment": map[string]any{"method": "cash"}, "currency": "eur"}},
+		{code: CodeBadCurrency, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"name": "Tea", "unit_price": 1, "currency": "Euro"}},
+		{code: CodeBadPaymentMethod, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "Cash!")},
+		{code: CodeBadAction, route: "/v1/conflicts/{id}/resolve", method: "POST", path: conflictPath, body: map[string]any{"action": "ignore"}},
+		{code: CodeBadIdempotencyKey, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), headers: []string{"Idempotency-Key", strings.Repeat("k", 129)}},
+		{code: CodeFieldTooLong, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"name": strings.Repeat("n", 201), "unit_price": 1, "currency": "EUR"}},
+		{code: CodeFieldTooLong, route: "/v1/conflicts/{id}/resolve", method: "POST", path: conflictPath, body: map[string]any{"action": "other", "note": strings.Repeat("n", 1001)}},
+		{code: CodeBodyTooLarge, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":[],"pad":"` + strings.Repeat("x", 70<<10) + `"}`},
+		{code: CodeUnsupportedMedia, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{}`, headers: []string{"Content-Type", "text/plain"}},
+		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":`},
+		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":"TEA"}`},
+		{code: CodeMissingField, route: "/v1/sales", method: "POST", path: "/v1/sales", body: map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 1}}}},
+		{code: CodeMissingField, route: "/v1/refunds", method: "POST", path: "/v1/refunds", body: map[string]any{}},
+		{code: CodeMissingField, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"unit_price": 1, "currency": "EUR"}},
+		{code: CodeRoleNotAllowed, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"name": "Tea", "unit_price": 1, "currency": "EUR"}, node: func() *Node { return term }},
+		{code: CodeRoleNotAllowed, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"offline_methods": []string{"cash"}}, node: func() *Node { return term }},
+		{code: CodeRoleNotAllowed, route: "/v1/sales", method: "POST", path: "/v1/sales", body: map[string]any{"store": "s2", "lines": []map[string]any{{"sku": "TEA", "qty": 1}}, "payment": map[string]any{"method": "cash"}}, node: func() *Node { return term }},
+		{code: CodeNotFound, route: "other", method: "GET", path: "/v1/nope"},
+		{code: CodeNotFound, route: "/v1/conflicts/{id}/resolve", method: "POST", path: "/v1/conflicts/oversell:s1:TEA:nope/resolve", body: map[string]any{"action": "other"}},
+		{code: CodeNotFound, route: "/v1/stock", method: "GET", path: "/v1/stock?store=s2"},
+		{code: CodeNotFound, route: "/v1/digest", method: "GET", path: "/v1/digest?store=s2"},
+		{code: CodeNotFound, route: "/assets/{name}", method: "GET", path: "/assets/nope.js"},
+		{code: CodeUnknownSale, route: "/v1/refunds", method: "POST", path: "/v1/refunds", body: map[string]any{"sale_id": "nope"}},
+		{code: CodeUnknownSale, route: "/v1/sales/{id}", method: "GET", path: "/v1/sales/nope"},
+		{code: CodeRefundExceedsSale, route: "/v1/refunds", method: "POST", path: "/v1/refunds", body: map[string]any{"sale_id": sold.SaleID, "lines": []map[string]any{{"sku": "TEA", "qty": 3}}}},
+		{code: CodeIdempotencyConflict, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), headers: []string{"Idempotency-Key", "k1"}},
+		{code: CodeIdempotencyConflict, route: "/v1/stock/received", method: "POST", path: "/v1/stock/received", body: map[string]any{"sku": "TEA", "qty": 1}, headers: []string{"Idempotency-Key", "k1"}},
+		{code: CodeUnauthorized, route: "/v1/status", method: "GET", path: "/v1/status", node: func() *Node { return locked }},
+		{code: CodeUnauthorized, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), headers: []string{"Authorization", "Bearer wrong"}, node: func() *Node { return locked }},
+		{code: CodeMethodNotAllowed, route: "/v1/sales", method: "DELETE", path: "/v1/sales"},
+		{code: CodeMethodNotAllowed, route: "/", method: "POST", path: "/", body: `{}`},
+		{code: CodeHistoryBehind, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), node: func() *Node { return behind },
+			setup: func(t *testing.T) {
+				raws := restoredOps(t, behindDev, "s1")
+				if res, err := behind.l.ApplyBatch(context.Background(), raws[1:]); err != nil || res[0].Outcome != ledger.Held {
+					t.Fatalf("apply own seq 2: %v %+v", err, res)
+				}
+			}},
+		{code: CodeChainForked, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), node: func() *Node { return forked },
+			setup: func(t *testing.T) {
+				must(t, forked, 201, "POST", "/v1/sales", sale("TEA", 1, "cash"))
+				raws := restoredOps(t, forkedDev, "s1")
+				if res, err := forked.l.ApplyBatch(context.Background(), raws[:1]); err != nil || res[0].Outcome != ledger.Forked {
+					t.Fatalf("apply a second own seq 1: %v %+v", err, res)
+				}
+			}},
+		{code: CodeStorageFailed, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), node: func() *Node { return broken },
+			setup: func(t *testing.T) { store.fail.Store(true) }},
+		// Offline policy (mgr never reached an anchor: offline). Last, as
+		// each sets a policy.
+		{code: CodeBadPaymentMethod, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"offline_methods": []string{"Card"}}},
+		{code: CodeBadPrice, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"max_offline_sale": -1}},
+		{code: CodeBadQuantity, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"max_offline_age_s": -1}},
+		{code: CodeOfflineMethod, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "card"),
+			setup: policy(map[string]any{"offline_methods": []string{"cash"}})},
+		{code: CodeOfflineTooLarge, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"),
+			setup: policy(map[string]any{"max_offline_sale": 100})},
+		{code: CodeOfflineTooLong, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "card"),
+			setup: func(t *testing.T) {
+				policy(map[string]any{"max_offline_age_s": 3600})(t)
+				must(t, mgr, 201, "POST", "/v1/sales", sale("TEA", 1, "card")) // within the hour: allowed
+				clock.Advance(2 * time.Hour)
+			}},
+	}
+
+	routesByPath := map[string]map[string][]string{}
+	for _, r := range Routes() {
+		if routesByPath[r.Path] == nil {
+			routesByPath[r.Path] = map[string][]string{}
+		}
+		routesByPath[r.Path][r.Method] = r.Errors
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		t.Run(c.code+" "+c.method+" "+c.route, func(t *testing.T) {
+			n := mgr
+			if c.node != nil {
+				n = c.node()
+			}
+			if c.setup != nil {
+				c.setup(t)
+			}
+			var before string
+			if n != locked {
+				before = snapshot(t, n)
+			}
+			r := call(t, n, c.method, c.path, c.body, c.headers...)
+			if r.code() != c.code || r.status != codeStatus[c.code] {
+				t.Fatalf("got %d %s, want %d %s: %s", r.status, r.body, codeStatus[c.code], c.code, r.body)
+			}
+			if n != locked {
+				if after := snapshot(t, n); after != before {
+					t.Errorf("state changed by a refused request:\nbefore %s\nafter  %s", before, after)
+				}
+			}
+			if c.route != "other" {
+				declared := routesByPath[c.route][c.method]
+				if declared == nil { // a method the route does not have
+					for _, errs := range routesByPath[c.route] {
+						declared = errs
+					}
+				}
+				if !slices.Contains(declared, c.code) {
+					t.Errorf("%s %s answered %s, which its route does not declare (%v)", c.method, c.route, c.code, declared)
+				}
+			}
+			seen[c.code] = true
+		})
+	}
+	for code := range codeStatus {
+		if !seen[code] {
+			t.Errorf("error code %s has no test case", code)
+		}
+	}
+	// Errors are counted in the metrics.
+	m := string(must(t, mgr, 200, "GET", "/metrics", nil).body)
+	if !strings.Contains(m, `storemesh_http_errors_total{error="unknown_sku",route="/v1/sales"} 1`) {
+		t.Errorf("metrics do not count the unknown_sku error:\n%s", grepLines(m, "storemesh_http_errors_total"))
+	}
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

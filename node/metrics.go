@@ -1,0 +1,169 @@
+package node
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is the node's Prometheus registry: its own, not the global one,
+// so several nodes in one process (the demo, tests) do not collide.
+type metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	sseDropped prometheus.Counter
+	handler    http.Handler
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storemesh_http_requests_total", Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storemesh_http_errors_total", Help: "HTTP error responses by route and stable error code.",
+		}, []string{"route", "error"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "storemesh_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
+		sseDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "storemesh_events_resync_total", Help: "Event-stream clients that fell behind and were told to resync.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.errors, m.latency, m.sseDropped, &nodeCollector{n},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil})
+	return m
+}
+
+func (m *metrics) observe(route, method string, status int, code string, d time.Duration) {
+	if status == 0 {
+		status = http.StatusOK
+	}
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	if code != "" {
+		m.errors.WithLabelValues(route, code).Inc()
+	}
+	if route != "/v1/events" { // a stream's duration is how long the page stayed open
+		m.latency.WithLabelValues(route).Observe(d.Seconds())
+	}
+}
+
+func (n *Node) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	n.met.handler.ServeHTTP(w, r)
+	return nil
+}
+
+// nodeCollector reads the ledger's and the mesh's counters at scrape time.
+type nodeCollector struct{ n *Node }
+
+var (
+	descAppended   = prometheus.NewDesc("storemesh_ops_appended_total", "Ops this device wrote.", nil, nil)
+	descApplied    = prometheus.NewDesc("storemesh_ops_applied_total", "Ops received from peers and applied.", nil, nil)
+	descDuplicate  = prometheus.NewDesc("storemesh_ops_duplicate_total", "Ops received that were already held (normal traffic).", nil, nil)
+	descRejected   = prometheus.NewDesc("storemesh_ops_rejected_total", "Ops and certificates refused, by reason.", []string{"reason"}, nil)
+	descHeld       = prometheus.NewDesc("storemesh_ops_held", "Ops held in memory waiting for a predecessor.", nil, nil)
+	descForks      = prometheus.NewDesc("storemesh_forks_total", "Equivocations seen (two ops at one device seq).", nil, nil)
+	descCommits    = prometheus.NewDesc("storemesh_commits_total", "Durable storage commits (fsyncs).", nil, nil)
+	descQueued     = prometheus.NewDesc("storemesh_queued_for_anchor", "Ops of this store not yet acknowledged by an anchor.", nil, nil)
+	descAnchorAge  = prometheus.NewDesc("storemesh_anchor_contact_age_seconds", "Seconds since the last frame from an anchor (since start when never).", nil, nil)
+	descOffline    = prometheus.NewDesc("storemesh_offline", "1 while no anchor was reached within the offline threshold.", nil, nil)
+	descPeers      = prometheus.NewDesc("storemesh_peers", "Peers by state.", []string{"state"}, nil)
+	descPeerLag    = prometheus.NewDesc("storemesh_peer_sync_age_seconds", "Seconds since the last sync frame from each peer (sync lag).", []string{"peer", "found"}, nil)
+	descSyncBytes  = prometheus.NewDesc("storemesh_sync_bytes_total", "Sync bytes by direction, all peers.", []string{"direction"}, nil)
+	descSyncOps    = prometheus.NewDesc("storemesh_sync_ops_total", "Ops sent and received by sync, all peers.", []string{"direction"}, nil)
+	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
+	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
+	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
+		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
+		descProtoErr, descConflicts, descEventConns} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	st := n.l.Stats()
+	counter(descAppended, float64(st.Appended))
+	counter(descApplied, float64(st.Applied))
+	counter(descDuplicate, float64(st.Duplicate))
+	for r, v := range st.Rejected {
+		counter(descRejected, float64(v), string(r))
+	}
+	gauge(descHeld, float64(st.Held))
+	counter(descForks, float64(st.Forks))
+	counter(descCommits, float64(st.Commits))
+
+	now := n.cfg.Now()
+	m := n.mesh()
+	ms := m.Status()
+	gauge(descQueued, float64(ms.QueuedForAnchor))
+	last := n.anchor.observe(ms.LastAnchorContact)
+	if last.IsZero() {
+		last = n.started
+	}
+	if !n.isAnchor() {
+		gauge(descAnchorAge, now.Sub(last).Seconds())
+	}
+	off, _ := n.offline(now)
+	gauge(descOffline, b2f(off))
+	var known, connected, established float64
+	var bin, bout, oin, oout uint64
+	for _, p := range m.Peers() {
+		known++
+		connected += b2f(p.Connected)
+		established += b2f(p.Established)
+		bin, bout, oin, oout = bin+p.Stats.BytesIn, bout+p.Stats.BytesOut, oin+p.Stats.OpsIn, oout+p.Stats.OpsOut
+		if !p.LastSync.IsZero() {
+			gauge(descPeerLag, now.Sub(p.LastSync).Seconds(), p.ID, p.Found)
+		}
+	}
+	gauge(descPeers, known, "known")
+	gauge(descPeers, connected, "connected")
+	gauge(descPeers, established, "established")
+	counter(descSyncBytes, float64(bin), "in")
+	counter(descSyncBytes, float64(bout), "out")
+	counter(descSyncOps, float64(oin), "in")
+	counter(descSyncOps, float64(oout), "out")
+	for code, v := range ms.ProtocolErrors {
+		counter(descProtoErr, float64(v), code)
+	}
+	var open, resolved float64
+	for _, cf := range n.l.Conflicts(n.conflictScope()) {
+		if cf.Resolution == nil {
+			open++
+		} else {
+			resolved++
+		}
+	}
+	gauge(descConflicts, open, "open")
+	gauge(descConflicts, resolved, "resolved")
+	gauge(descEventConns, float64(n.hub.count()))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var _ prometheus.Collector = (*nodeCollector)(nil)

@@ -1,0 +1,370 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+
+	"storemesh/ledger"
+)
+
+var (
+	currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
+	methodRE   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+)
+
+type saleLineReq struct {
+	SKU       string       `json:"sku"`
+	Qty       *json.Number `json:"qty"`
+	UnitPrice *json.Number `json:"unit_price"` // optional: the catalog price
+}
+
+type saleReq struct {
+	Store   string        `json:"store"` // anchors only: the store sold from
+	Lines   []saleLineReq `json:"lines"`
+	Payment *struct {
+		Method string `json:"method"`
+	} `json:"payment"`
+	Currency string `json:"currency"` // optional: must match the catalog's
+}
+
+// saleResult is the answer to POST /v1/sales (and to its retries).
+type saleResult struct {
+	SaleID   string `json:"sale_id"`
+	Receipt  string `json:"receipt_no"`
+	Device   string `json:"device"`
+	Seq      uint64 `json:"seq"`
+	Total    int64  `json:"total"`
+	Currency string `json:"currency"`
+	Store    string `json:"store"`
+	Offline  bool   `json:"offline"`
+	At       int64  `json:"at_ms"`
+}
+
+func resultOf(r ledger.SaleRecord) saleResult {
+	return saleResult{SaleID: r.ID, Receipt: r.Receipt, Device: r.Device, Seq: r.Seq, Total: r.Total,
+		Currency: r.Currency, Store: r.Store, Offline: r.Offline, At: r.At}
+}
+
+// writeStore is the store a write goes to: the device's own, or for an
+// anchor (which writes for every store) the one the request names.
+func (n *Node) writeStore(req string) (string, error) {
+	if n.isAnchor() {
+		if req == "" {
+			return "", apiErr(CodeMissingField, "store is required: an anchor writes for every store")
+		}
+		if !ledger.ValidStoreID(req) {
+			return "", apiErr(CodeMissingField, "store %q is not a store id", req)
+		}
+		return req, nil
+	}
+	if req != "" && req != n.self.Store {
+		return "", apiErr(CodeRoleNotAllowed, "this %s belongs to store %s and cannot write store %s", n.self.Role, n.self.Store, req)
+	}
+	return n.self.Store, nil
+}
+
+// readScope is the store a listing covers: the device's own; for an
+// anchor every store ("") unless ?store= names one.
+func (n *Node) readScope(r *http.Request) (string, error) {
+	q := r.URL.Query().Get("store")
+	if n.isAnchor() {
+		return q, nil
+	}
+	if q == "" || q == n.self.Store {
+		return n.self.Store, nil
+	}
+	return "", apiErr(CodeNotFound, "this device holds store %s only, not %s", n.self.Store, q)
+}
+
+func (n *Node) catalogMap() map[string]ledger.CatalogItem {
+	items := n.l.Catalog()
+	m := make(map[string]ledger.CatalogItem, len(items))
+	for _, it := range items {
+		m[it.SKU] = it
+	}
+	return m
+}
+
+// validateSale turns a request into a sale body, or the first problem.
+func (n *Node) validateSale(req *saleReq) (*ledger.Sale, error) {
+	if len(req.Lines) == 0 {
+		return nil, apiErr(CodeMissingField, "lines is required: at least one {sku, qty}")
+	}
+	if len(req.Lines) > ledger.MaxLines {
+		return nil, apiErr(CodeBadQuantity, "a sale has at most %d lines, not %d", ledger.MaxLines, len(req.Lines))
+	}
+	cat := n.catalogMap()
+	sale := &ledger.Sale{}
+	for i, l := range req.Lines {
+		if l.SKU == "" {
+			return nil, apiErr(CodeMissingField, "lines[%d].sku is required", i)
+		}
+		item, ok := cat[l.SKU]
+		if !ok {
+			return nil, apiErr(CodeUnknownSKU, "lines[%d]: %q is not in the catalog", i, l.SKU)
+		}
+		qty, err := intField(l.Qty, fmt.Sprintf("lines[%d].qty", i), CodeBadQuantity, 1, ledger.MaxQty)
+		if err != nil {
+			return nil, err
+		}
+		price := item.UnitPrice
+		if l.UnitPrice != nil {
+			if price, err = intField(l.UnitPrice, fmt.Sprintf("lines[%d].unit_price", i), CodeBadPrice, 0, ledger.MaxUnitPrice); err != nil {
+				return nil, err
+			}
+		}
+		if sale.Currency == "" {
+			sale.Currency = item.Currency
+		} else if item.Currency != sale.Currency {
+			return nil, apiErr(CodeBadCurrency, "lines mix currencies (%s and %s): ring them up as separate sales", sale.Currency, item.Currency)
+		}
+		sale.Lines = append(sale.Lines, ledger.SaleLine{SKU: l.SKU, Qty: qty, UnitPrice: price})
+	}
+	if req.Payment == nil || req.Payment.Method == "" {
+		return nil, apiErr(CodeMissingField, "payment.method is required (cash, card, ...)")
+	}
+	if !methodRE.MatchString(req.Payment.Method) {
+		return nil, apiErr(CodeBadPaymentMethod, "payment method %q: lower-case letters, digits and _ (cash, card, mobile_pay)", req.Payment.Method)
+	}
+	sale.Payment = req.Payment.Method
+	if req.Currency != "" && !currencyRE.MatchString(req.Currency) {
+		return nil, apiErr(CodeBadCurrency, "currency %q is not an ISO 4217 code", req.Currency)
+	}
+	if req.Currency != "" && req.Currency != sale.Currency {
+		return nil, apiErr(CodeBadCurrency, "the catalog prices these items in %s, not %s", sale.Currency, req.Currency)
+	}
+	return sale, nil
+}
+
+// sameSale reports whether a retry asks for the sale already written.
+func sameSale(rec ledger.SaleRecord, store string, req *saleReq, sale *ledger.Sale) bool {
+	if rec.Store != store || rec.Payment != sale.Payment || len(rec.Lines) != len(req.Lines) {
+		return false
+	}
+	for i, l := range rec.Lines {
+		want := sale.Lines[i]
+		if l.SKU != want.SKU || l.Qty != want.Qty || (req.Lines[i].UnitPrice != nil && l.UnitPrice != want.UnitPrice) {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) handleSale(w http.ResponseWriter, r *http.Request) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var req saleReq
+	if err := n.decodeBody(r, &req); err != nil {
+		return err
+	}
+	store, err := n.writeStore(req.Store)
+	if err != nil {
+		return err
+	}
+	sale, err := n.validateSale(&req)
+	if err != nil {
+		return err
+	}
+	unlock := n.keys.lock(key)
+	defer unlock()
+	if id, other, found := n.priorWrite(key); found {
+		rec, _ := n.l.Sale(id)
+		if id == "" || !sameSale(rec, store, &req, sale) {
+			return apiErr(CodeIdempotencyConflict, "Idempotency-Key %q was already used for a different request (%s)", key, describePrior(id, other))
+		}
+		w.Header().Set("Idempotent-Replayed", "true")
+		writeJSON(w, http.StatusCreated, resultOf(rec))
+		return nil
+	}
+	offline, err := n.checkOfflinePolicy(store, sale.Payment, sale.Total())
+	if err != nil {
+		return err
+	}
+	sale.Ref, sale.Offline = key, offline
+	// A client that hangs up must not abort a write half-way: the outcome
+	// is decided by the ledger, and a retry with the key finds it.
+	o, err := n.l.Append(context.WithoutCancel(r.Context()), store, ledger.KindSale, sale)
+	if err != nil {
+		return err
+	}
+	rec, ok := n.l.Sale(o.ID())
+	if !ok { // cannot happen: Append returns once the sale is materialised
+		rec = ledger.SaleRecord{ID: o.ID(), Receipt: ledger.ReceiptNo(o.Device, o.Seq), Store: store, Device: o.Device, Seq: o.Seq, Total: sale.Total(), Sale: *sale}
+	}
+	n.log.Debug("sale", "sale", rec.ID, "receipt", rec.Receipt, "total", rec.Total, "offline", offline)
+	writeJSON(w, http.StatusCreated, resultOf(rec))
+	return nil
+}
+
+func describePrior(saleID string, e refEntry) string {
+	if saleID != "" {
+		return "sale " + saleID
+	}
+	return string(e.Kind) + " " + e.ID
+}
+
+func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
+	scope, err := n.readScope(r)
+	if err != nil {
+		return err
+	}
+	sales := n.l.Sales(scope)
+	if sales == nil {
+		sales = []ledger.SaleRecord{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sales": sales})
+	return nil
+}
+
+func (n *Node) handleGetSale(w http.ResponseWriter, r *http.Request) error {
+	rec, ok := n.l.Sale(r.PathValue("id"))
+	if !ok || !n.l.HoldsScope(rec.Store) {
+		return apiErr(CodeUnknownSale, "no sale %q on this replica", r.PathValue("id"))
+	}
+	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+type refundReq struct {
+	SaleID string `json:"sale_id"`
+	Lines  []struct {
+		SKU string       `json:"sku"`
+		Qty *json.Number `json:"qty"`
+	} `json:"lines"` // optional: the whole sale
+}
+
+type refundResult struct {
+	RefundID string `json:"refund_id"`
+	SaleID   string `json:"sale_id"`
+	Amount   int64  `json:"amount"`
+	Receipt  string `json:"receipt_no"`
+	Device   string `json:"device"`
+	Seq      uint64 `json:"seq"`
+	Store    string `json:"store"`
+}
+
+// refundBody checks a refund against its sale: the SKUs were sold, no
+// more units than sold, and the amount within what is left to refund.
+func (n *Node) refundBody(req *refundReq, rec ledger.SaleRecord) (*ledger.Refund, error) {
+	sold := map[string]int64{}
+	for _, l := range rec.Lines {
+		sold[l.SKU] += l.Qty
+	}
+	ref := &ledger.Refund{Sale: rec.ID}
+	if len(req.Lines) == 0 {
+		if rec.Refunded > 0 || len(n.refs.refundedUnits(rec.ID)) > 0 {
+			return nil, apiErr(CodeRefundExceedsSale, "sale %s is already partly refunded (%d); name the lines to refund", rec.ID, rec.Refunded)
+		}
+		for _, l := range rec.Lines {
+			ref.Lines = append(ref.Lines, ledger.RefundLine{SKU: l.SKU, Qty: l.Qty})
+		}
+		ref.Amount = rec.Total
+		return ref, nil
+	}
+	if len(req.Lines) > ledger.MaxLines {
+		return nil, apiErr(CodeBadQuantity, "a refund has at most %d lines", ledger.MaxLines)
+	}
+	done := n.refs.refundedUnits(rec.ID)
+	want := map[string]int64{}
+	for i, l := range req.Lines {
+		if l.SKU == "" {
+			return nil, apiErr(CodeMissingField, "lines[%d].sku is required", i)
+		}
+		qty, err := intField(l.Qty, fmt.Sprintf("lines[%d].qty", i), CodeBadQuantity, 1, ledger.MaxQty)
+		if err != nil {
+			return nil, err
+		}
+		want[l.SKU] += qty
+		if want[l.SKU]+done[l.SKU] > sold[l.SKU] {
+			return nil, apiErr(CodeRefundExceedsSale, "sale %s sold %d of %q and %d are already refunded; cannot refund %d",
+				rec.ID, sold[l.SKU], l.SKU, done[l.SKU], want[l.SKU])
+		}
+		ref.Lines = append(ref.Lines, ledger.RefundLine{SKU: l.SKU, Qty: qty})
+	}
+	// Price each refunded unit at what the sale charged, line by line.
+	// Units already refunded came off the first lines of their SKU.
+	left := map[string]int64{}
+	for sku, q := range want {
+		left[sku] = q
+	}
+	for _, l := range rec.Lines {
+		skip := min(done[l.SKU], l.Qty)
+		done[l.SKU] -= skip
+		take := min(left[l.SKU], l.Qty-skip)
+		left[l.SKU] -= take
+		ref.Amount += take * l.UnitPrice
+	}
+	if ref.Amount > rec.Total-rec.Refunded {
+		return nil, apiErr(CodeRefundExceedsSale, "sale %s has %d left to refund; this refund is %d", rec.ID, rec.Total-rec.Refunded, ref.Amount)
+	}
+	return ref, nil
+}
+
+func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	var req refundReq
+	if err := n.decodeBody(r, &req); err != nil {
+		return err
+	}
+	if req.SaleID == "" {
+		return apiErr(CodeMissingField, "sale_id is required")
+	}
+	rec, ok := n.l.Sale(req.SaleID)
+	if !ok || !n.l.HoldsScope(rec.Store) {
+		return apiErr(CodeUnknownSale, "no sale %q on this replica (not synced yet?)", req.SaleID)
+	}
+	unlock := n.keys.lock(key)
+	defer unlock()
+	n.refundMu.Lock()
+	defer n.refundMu.Unlock()
+	rec, _ = n.l.Sale(req.SaleID) // re-read under the lock: Refunded may have moved
+	if saleID, prior, found := n.priorWrite(key); found {
+		b, isRefund := prior.Body.(*ledger.Refund)
+		if saleID != "" || !isRefund || b.Sale != req.SaleID || !sameRefundLines(b, &req) {
+			return apiErr(CodeIdempotencyConflict, "Idempotency-Key %q was already used for a different request (%s)", key, describePrior(saleID, prior))
+		}
+		w.Header().Set("Idempotent-Replayed", "true")
+		writeJSON(w, http.StatusCreated, refundResult{RefundID: prior.ID, SaleID: b.Sale, Amount: b.Amount,
+			Receipt: ledger.ReceiptNo(n.self.Device, prior.Seq), Device: n.self.Device, Seq: prior.Seq, Store: prior.Store})
+		return nil
+	}
+	body, err := n.refundBody(&req, rec)
+	if err != nil {
+		return err
+	}
+	body.Ref = key
+	o, err := n.l.Append(context.WithoutCancel(r.Context()), rec.Store, ledger.KindRefund, body)
+	if err != nil {
+		return err
+	}
+	n.refs.add(o)
+	writeJSON(w, http.StatusCreated, refundResult{RefundID: o.ID(), SaleID: rec.ID, Amount: body.Amount,
+		Receipt: ledger.ReceiptNo(o.Device, o.Seq), Device: o.Device, Seq: o.Seq, Store: rec.Store})
+	return nil
+}
+
+func sameRefundLines(b *ledger.Refund, req *refundReq) bool {
+	if len(req.Lines) == 0 {
+		return true // "the whole sale": whatever the first request refunded
+	}
+	if len(req.Lines) != len(b.Lines) {
+		return false
+	}
+	for i, l := range req.Lines {
+		if l.Qty == nil || l.SKU != b.Lines[i].SKU {
+			return false
+		}
+		if q, err := l.Qty.Int64(); err != nil || q != b.Lines[i].Qty {
+			return false
+		}
+	}
+	return true
+}
