@@ -284,7 +284,7 @@ func (l *Ledger) commit(req *commitReq) error {
 		if err != nil {
 			l.failed = err
 			l.log.Error("ledger storage failure; writes stopped", "err", err)
-			err = fmt.Errorf("%w: %v", ErrStorage, err)
+			err = fmt.Errorf("%w: %w", ErrStorage, err)
 		} else {
 			l.stats.Commits++
 			for _, r := range batch {

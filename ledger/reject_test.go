@@ -523,3 +523,26 @@ func mapValues(m map[string]string) []string {
 	}
 	return out
 }
+
+func TestAppendRefusedWithExpiredOwnCertificate(t *testing.T) {
+	ctx := context.Background()
+	f := ledgertest.NewFleet(77)
+	d := f.Enroll("s1", ledger.RoleTerminal, ledgertest.Expiring(ledgertest.Epoch.Add(time.Hour)))
+	clock := ledgertest.NewClock()
+	l, err := ledger.Open(ctx, ledgertest.MemStore(), f.Config(d, clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(ledgertest.Epoch.Add(2 * time.Hour))
+	before := l.Digest("s1")
+	_, err = l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 100))
+	if ledger.RejectReason(err) != ledger.ReasonCertExpired {
+		t.Fatalf("got %v, want %s", err, ledger.ReasonCertExpired)
+	}
+	if l.Digest("s1") != before || l.VersionVector("s1")[d.ID()] != 1 {
+		t.Fatal("refused append changed the ledger")
+	}
+}

@@ -62,9 +62,15 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) {
 		return nil, ErrOwnHistoryBehind
 	}
+	hlc := l.clock.Now()
+	if err := l.cfg.Self.ValidAt(hlc.Wall / 1e6); err != nil {
+		// Every peer would refuse the op: refuse it here, before the sale
+		// is acknowledged to a customer.
+		return nil, err
+	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
-		Seq: c.length() + 1, HLC: l.clock.Now(), Kind: kind, BodyV: bodyVersion, Body: enc,
+		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: bodyVersion, Body: enc,
 	}
 	if o.Seq > 1 {
 		prev := c.main[o.Seq-2]

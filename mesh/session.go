@@ -66,6 +66,9 @@ type SessionConfig struct {
 	// Pulls is shared by the node's sessions so one peer, not all, is asked
 	// for each missing op. Nil: a private tracker (tests of one session).
 	Pulls *Pulls
+	// Anchor is shared by the node's sessions: what HQ holds and when it
+	// was last reached, learned directly or from peers. Nil: private.
+	Anchor *AnchorView
 
 	// BatchBytes caps the ops in one frame: small enough to interleave
 	// pushes with a catch-up, large enough that framing is noise. 64 KiB.
@@ -90,6 +93,9 @@ func (c *SessionConfig) fill() {
 	}
 	if c.Pulls == nil {
 		c.Pulls = NewPulls()
+	}
+	if c.Anchor == nil {
+		c.Anchor = NewAnchorView()
 	}
 	if c.RetryTicks <= 0 {
 		c.RetryTicks = 3
@@ -116,6 +122,8 @@ type scopeState struct {
 	acked  crdt.VersionVector // the peer holds these durably (its summaries)
 	sent   crdt.VersionVector // the peer has, or was pushed, up to here
 	synced bool               // a full summary arrived: sent is meaningful
+	told   crdt.VersionVector // our VV as of the last summary we sent
+	toldAt uint64             // AnchorView generation as of that summary
 	forks  map[string]string  // fork digests already exchanged, device → digest
 }
 
@@ -327,6 +335,12 @@ func (s *Session) summarise() {
 
 func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
+	st := s.scope(scope)
+	st.told, st.toldAt = m.VV.Clone(), s.cfg.Anchor.generation()
+	if !s.all { // an anchor knows better than we do what it holds
+		m.Anchor = s.cfg.Anchor.Acked(scope)
+		m.AnchorSeen = s.cfg.Anchor.Seen()
+	}
 	if heads := s.l.Heads(scope); len(heads) > 0 {
 		m.Heads = make(map[string][]byte, len(heads))
 		for d, h := range heads {
@@ -350,6 +364,12 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 	st := s.scope(m.Scope)
 	st.acked.Merge(m.VV)
 	st.sent.Merge(m.VV)
+	now := s.cfg.Now()
+	if s.all {
+		s.cfg.Anchor.merge(m.Scope, m.VV, now, now)
+	} else if s.l.Self().Store != ledger.FleetScope {
+		s.cfg.Anchor.merge(m.Scope, m.Anchor, m.AnchorSeen, now)
+	}
 	if m.Partial {
 		return nil
 	}
@@ -584,6 +604,17 @@ func (s *Session) Tick(ctx context.Context) error {
 	}
 	if s.tick%s.cfg.SummaryTicks == 0 {
 		s.summarise()
+	} else {
+		// News travels on: a scope that changed since we last told the
+		// peer (ops learned from a third peer, an anchor's ack) is told
+		// now rather than at the next periodic summary.
+		gen := s.cfg.Anchor.generation()
+		for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
+			st := s.sc[sc]
+			if !st.told.Dominates(s.l.VersionVector(sc)) || (!s.all && st.toldAt != gen) {
+				s.sendSummary(sc)
+			}
+		}
 	}
 	for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
 		if st := s.sc[sc]; st.synced {

@@ -17,8 +17,9 @@ import (
 type simNode struct {
 	dev   *ledgertest.Device
 	l     *ledger.Ledger
-	pulls *Pulls
-	sess  map[int]*Session
+	pulls   *Pulls
+	anchors *AnchorView
+	sess    map[int]*Session
 }
 
 // frameMsg is a frame in flight.
@@ -57,7 +58,7 @@ func (h *harness) addNode(store string, role ledger.Role) *simNode {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	n := &simNode{dev: d, l: l, pulls: NewPulls(), sess: map[int]*Session{}}
+	n := &simNode{dev: d, l: l, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}}
 	h.nodes = append(h.nodes, n)
 	return n
 }
@@ -66,7 +67,7 @@ func (h *harness) addNode(store string, role ledger.Role) *simNode {
 func (h *harness) connect(i, j int) {
 	for _, p := range [][2]int{{i, j}, {j, i}} {
 		a, b := h.nodes[p[0]], h.nodes[p[1]]
-		s := NewSession(a.l, SessionConfig{RemoteID: b.dev.ID(), RemotePub: b.dev.Cert.PubKey, Now: h.clock, Found: "sim", Pulls: a.pulls})
+		s := NewSession(a.l, SessionConfig{RemoteID: b.dev.ID(), RemotePub: b.dev.Cert.PubKey, Now: h.clock, Found: "sim", Pulls: a.pulls, Anchor: a.anchors})
 		a.sess[p[1]] = s
 		s.Start(h.ctx)
 		h.flush(p[0], p[1])
@@ -318,7 +319,7 @@ func TestForkedDeviceBranchesReachEveryReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), sess: map[int]*Session{}})
+	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}})
 	for k := 0; k < 5; k++ {
 		h.sell(0, "TEA", 1)
 		h.sell(3, "COFFEE", 1)
@@ -365,5 +366,13 @@ func TestAnchorRelayThroughOneTerminal(t *testing.T) {
 	acked := h.nodes[1].sess[2].Acked("s1")
 	if acked[h.nodes[0].dev.ID()] != 20 {
 		t.Fatalf("anchor acknowledgement at node 1: %v", acked)
+	}
+	// Node 0 has no uplink: it learns from node 1 what HQ holds.
+	h.settle(3)
+	if got := h.nodes[0].anchors.Acked("s1")[h.nodes[0].dev.ID()]; got != 20 {
+		t.Fatalf("relayed anchor acknowledgement at node 0: %d, want 20", got)
+	}
+	if h.nodes[0].anchors.Seen() == 0 {
+		t.Fatal("node 0 never heard of the anchor")
 	}
 }

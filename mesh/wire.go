@@ -77,6 +77,11 @@ type summaryMsg struct {
 	// op at its VV entry, so two branches of a forked device that reached
 	// the same seq are noticed.
 	Heads map[string][]byte `cbor:"5,keyasint,omitempty"`
+	// Anchor is what the sender knows anchors hold in this scope, and
+	// AnchorSeen when it last heard of an anchor (Unix ns): relayed so
+	// every terminal knows what is still queued for HQ.
+	Anchor     crdt.VersionVector `cbor:"6,keyasint,omitempty"`
+	AnchorSeen int64              `cbor:"7,keyasint,omitempty"`
 }
 
 const headLen = 8
@@ -185,6 +190,9 @@ func (m *summaryMsg) check() error {
 		if d == "" || len(h) != sha256.Size {
 			return fmt.Errorf("bad fork digest for %q", d)
 		}
+	}
+	if err := crdt.ValidateVersionVector(m.Anchor); err != nil {
+		return err
 	}
 	for d, h := range m.Heads {
 		if len(h) != headLen || m.VV[d] == 0 {

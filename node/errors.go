@@ -117,6 +117,8 @@ func fromLedger(err error) *apiError {
 		return &apiError{Code: CodeHistoryBehind, Message: "this device's own history is still arriving from its peers; retry once it has synced", Err: err}
 	case errors.Is(err, ledger.ErrOwnChainForked):
 		return &apiError{Code: CodeChainForked, Message: "this device's chain is forked (restored from an old backup?); a manager must resolve it before it sells again", Err: err}
+	case ledger.RejectReason(err) == ledger.ReasonCertExpired, ledger.RejectReason(err) == ledger.ReasonCertInvalid:
+		return &apiError{Code: CodeRoleNotAllowed, Message: "this device's certificate is not valid now (expired?): re-enroll it; " + err.Error(), Err: err}
 	case ledger.RejectReason(err) == ledger.ReasonRole, ledger.RejectReason(err) == ledger.ReasonStore:
 		return &apiError{Code: CodeRoleNotAllowed, Message: err.Error(), Err: err}
 	case ledger.RejectReason(err) != "", errors.Is(err, ledger.ErrBadInput):

@@ -52,9 +52,6 @@
 //     MDNSMissLimit queries; the mesh then pings it and closes the
 //     connection if the ping fails. Without that libp2p notices after
 //     about 40 s.
-//   - "Queued for anchor" counts only acknowledgements from anchors this
-//     node talks to directly (during this process's lifetime); a terminal
-//     whose sales reach HQ through another terminal keeps counting them.
 //
 // Imports: mesh, ledger, crdt, libp2p, hashicorp/mdns. Imported by node
 // and cmd only; the simulator never imports it.

@@ -97,7 +97,8 @@ func newDriver(m *Mesh, s network.Stream, pub ed25519.PublicKey, found string) *
 		Now:       func() int64 { return m.cfg.Now().UnixNano() },
 		Found:     found,
 		Logger:    m.log,
-		Pulls:     m.pulls, // one peer, not all, is asked for each missing op
+		Pulls:     m.pulls,   // one peer, not all, is asked for each missing op
+		Anchor:    m.anchors, // what HQ holds, learned directly or relayed by peers
 	}
 	if m.cfg.SessionTuning != nil {
 		m.cfg.SessionTuning(&sc)

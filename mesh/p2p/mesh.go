@@ -198,18 +198,19 @@ func (c *Config) Validate() error {
 // Mesh is one device's presence on the network: a libp2p host, peer
 // discovery, and a sync session with every connected fleet peer.
 type Mesh struct {
-	cfg    Config
-	log    *slog.Logger
-	h      host.Host
-	gater  *gater
-	l      *ledger.Ledger
-	self   peer.ID
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	unsub  func()
-	mdns   *mdnsState
-	pulls  *mesh.Pulls // shared by the sessions
+	cfg     Config
+	log     *slog.Logger
+	h       host.Host
+	gater   *gater
+	l       *ledger.Ledger
+	self    peer.ID
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	unsub   func()
+	mdns    *mdnsState
+	pulls   *mesh.Pulls      // shared by the sessions
+	anchors *mesh.AnchorView // shared by the sessions
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -271,6 +272,7 @@ func New(ctx context.Context, cfg Config) (*Mesh, error) {
 		protoErr: map[string]uint64{},
 		rng:      cfg.Rand,
 		pulls:    mesh.NewPulls(),
+		anchors:  mesh.NewAnchorView(),
 	}
 	if m.rng == nil {
 		sum := sha256.Sum256(cfg.Key.Public().(ed25519.PublicKey))

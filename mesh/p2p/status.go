@@ -42,9 +42,10 @@ type Status struct {
 	Connected   int      `json:"connected"`
 	Established int      `json:"established"`
 	// QueuedForAnchor counts ops of this device's store held here and not
-	// yet acknowledged by any anchor this mesh has talked to.
+	// yet acknowledged by any anchor, directly or as relayed by peers.
 	QueuedForAnchor uint64 `json:"queued_for_anchor"`
-	// LastAnchorContact is when a frame last came from an anchor (zero: never).
+	// LastAnchorContact is when an anchor was last heard from, directly or
+	// through a peer that reaches one (zero: never).
 	LastAnchorContact time.Time         `json:"last_anchor_contact,omitzero"`
 	ProtocolErrors    map[string]uint64 `json:"protocol_errors,omitempty"` // sessions closed, by code
 	Banned            int               `json:"banned"`
@@ -132,10 +133,11 @@ func (m *Mesh) Status() Status {
 	st.Connected = len(m.h.Network().Peers())
 	st.Banned = m.gater.Bans()
 	st.Refused = m.gater.refused.Load()
-	if ns := m.lastAnchor.Load(); ns != 0 {
+	if ns := max(m.lastAnchor.Load(), m.anchors.Seen()); ns != 0 {
 		st.LastAnchorContact = time.Unix(0, ns)
 	}
 	if self := m.l.Self(); self.Store != ledger.FleetScope {
+		acked.Merge(m.anchors.Acked(self.Store)) // relayed by peers
 		have := m.l.VersionVector(self.Store)
 		for dev, seq := range have {
 			if a := acked.Get(dev); seq > a {
