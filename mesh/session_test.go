@@ -15,8 +15,8 @@ import (
 // simNode is one replica in the in-memory harness: a ledger and one
 // session per peer.
 type simNode struct {
-	dev   *ledgertest.Device
-	l     *ledger.Ledger
+	dev     *ledgertest.Device
+	l       *ledger.Ledger
 	pulls   *Pulls
 	anchors *AnchorView
 	sess    map[int]*Session
