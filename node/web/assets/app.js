@@ -198,11 +198,28 @@ function renderConflicts() {
 
 // ---- loading ----
 
-async function loadStatus() { state.status = await api("GET", "/v1/status"); renderStatus(); }
-async function loadCatalog() { state.catalog = (await api("GET", "/v1/catalog")).items; renderCatalog(); renderCart(); renderStock(); }
-async function loadStock() { state.stock = (await api("GET", "/v1/stock")).items; renderStock(); }
-async function loadSales() { state.sales = (await api("GET", "/v1/sales")).sales; renderSales(); }
-async function loadConflicts() { state.conflicts = (await api("GET", "/v1/conflicts")).conflicts; renderConflicts(); }
+// Events can start a second fetch of a resource before the first answers,
+// and the answers can arrive out of order: only the latest request's
+// answer is applied, so an older one never overwrites a newer one.
+const latest = {};
+async function fetchLatest(path) {
+  const n = (latest[path] = (latest[path] || 0) + 1);
+  const data = await api("GET", path);
+  return n === latest[path] ? data : null;
+}
+
+async function loadStatus() {
+  const d = await fetchLatest("/v1/status");
+  if (!d) return;
+  const first = !state.status;
+  state.status = d;
+  renderStatus();
+  if (first) renderStock(); // stock row ids and the catalog's on-hand depend on the role and store
+}
+async function loadCatalog() { const d = await fetchLatest("/v1/catalog"); if (d) { state.catalog = d.items; renderCatalog(); renderCart(); renderStock(); } }
+async function loadStock() { const d = await fetchLatest("/v1/stock"); if (d) { state.stock = d.items; renderStock(); } }
+async function loadSales() { const d = await fetchLatest("/v1/sales"); if (d) { state.sales = d.sales; renderSales(); } }
+async function loadConflicts() { const d = await fetchLatest("/v1/conflicts"); if (d) { state.conflicts = d.conflicts; renderConflicts(); } }
 
 const loaders = { status: loadStatus, catalog: loadCatalog, stock: loadStock, sales: loadSales, conflicts: loadConflicts };
 
