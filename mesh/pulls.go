@@ -23,7 +23,8 @@ type pullKey struct{ scope, device string }
 
 type pull struct {
 	through uint64
-	at      int64 // Unix ns the request was made
+	at      int64  // Unix ns the request was made, or last made progress
+	have    uint64 // what this node held then
 }
 
 // NewPulls returns an empty tracker with the default timeout.
@@ -37,13 +38,19 @@ func (p *Pulls) claim(scope, device string, have, theirs, max uint64, now int64)
 	defer p.mu.Unlock()
 	k := pullKey{scope, device}
 	from = have
-	if e, found := p.m[k]; found && e.through > have && now-e.at < int64(p.Timeout) {
-		from = e.through
+	if e, found := p.m[k]; found && e.through > have {
+		if have > e.have { // the answer is arriving: a slow peer, not a lost request
+			e.at, e.have = now, have
+			p.m[k] = e
+		}
+		if now-e.at < int64(p.Timeout) {
+			from = e.through
+		}
 	}
 	if theirs <= from {
 		return 0, 0, false
 	}
 	through = min(theirs, from+max)
-	p.m[k] = pull{through: through, at: now}
+	p.m[k] = pull{through: through, at: now, have: have}
 	return from, through, true
 }
