@@ -1,0 +1,322 @@
+package sim
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"storemesh/ledger"
+)
+
+// The invariants a run must keep (doc.go says why each matters).
+const (
+	InvConvergence  = "convergence"     // every replica of a scope has the same Digest
+	InvLostAck      = "no-lost-ack"     // every acknowledged op is in every replica of its scope
+	InvCountedOnce  = "counted-once"    // each replica's sale log has every acknowledged sale exactly once
+	InvStock        = "stock-conserved" // OnHand equals the harness's own sum of acknowledged ops
+	InvConflicts    = "same-conflicts"  // every replica of a scope lists the same conflicts
+	InvForks        = "forks-flagged"   // equivocating devices are flagged on every replica, and only they
+	InvWorkload     = "workload"        // an op the simulator built was refused for a reason it should not be
+	InvRunError     = "error"           // the run could not finish (Explore only)
+	maxListedPerInv = 3
+)
+
+// Failure is one broken invariant: which, where, expected against got,
+// and the seed that reproduces it.
+type Failure struct {
+	Scenario  string `json:"scenario"`
+	Seed      uint64 `json:"seed"`
+	Invariant string `json:"invariant"`
+	Scope     string `json:"scope,omitempty"`
+	Node      string `json:"node,omitempty"`
+	Expected  string `json:"expected"`
+	Got       string `json:"got"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+func (f Failure) String() string {
+	where := ""
+	if f.Scope != "" {
+		where += " scope " + f.Scope
+	}
+	if f.Node != "" {
+		where += " node " + f.Node
+	}
+	s := fmt.Sprintf("FAIL %s (seed %d)%s: expected %s, got %s", f.Invariant, f.Seed, where, f.Expected, f.Got)
+	if f.Detail != "" {
+		s += "; " + f.Detail
+	}
+	return s
+}
+
+func (w *world) failure(inv, scope, node, expected, got string) Failure {
+	return Failure{Scenario: w.sc.Name, Seed: w.seed, Invariant: inv, Scope: scope, Node: node, Expected: expected, Got: got}
+}
+
+func (w *world) fail(f Failure) { w.rep.Failures = append(w.rep.Failures, f) }
+
+// checkAll checks every invariant on every scope and every replica.
+func (w *world) checkAll() {
+	w.salesOf = map[*node]map[string][]ledger.SaleRecord{}
+	byScope := map[string][]int{}
+	for k, a := range w.acked {
+		byScope[a.store] = append(byScope[a.store], k)
+	}
+	for _, sc := range w.scopes() {
+		var reps []*node
+		for _, i := range w.replicas(sc) {
+			n := w.nodes[i]
+			if !n.alive {
+				w.fail(w.failure(InvConvergence, sc, n.spec.name, "running", "crashed at the end of the run"))
+				continue
+			}
+			reps = append(reps, n)
+		}
+		if len(reps) == 0 {
+			continue
+		}
+		w.checkDigests(sc, reps)
+		for _, n := range reps {
+			w.checkOps(sc, n, byScope[sc])
+		}
+		w.checkConflicts(sc, reps)
+	}
+}
+
+// checkDigests compares each replica's digest with the most common one.
+func (w *world) checkDigests(sc string, reps []*node) {
+	count := map[string]int{}
+	digests := make([]string, len(reps))
+	best := ""
+	for i, n := range reps {
+		digests[i] = n.l.Digest(sc)
+		count[digests[i]]++
+		if best == "" || count[digests[i]] > count[best] {
+			best = digests[i]
+		}
+	}
+	var ref *node
+	for i, n := range reps {
+		if digests[i] == best && ref == nil {
+			ref = n
+		}
+	}
+	for i, n := range reps {
+		if digests[i] != best {
+			f := w.failure(InvConvergence, sc, n.spec.name, "digest "+best[:16]+" (as "+ref.spec.name+")", "digest "+digests[i][:16])
+			f.Detail = vvDiff(ref.l, n.l, sc) + fmt.Sprintf("; %d ops held", n.l.Stats().Held)
+			w.fail(f)
+		}
+	}
+}
+
+// vvDiff says where two replicas' version vectors of a scope differ.
+func vvDiff(a, b *ledger.Ledger, sc string) string {
+	va, vb := a.VersionVector(sc), b.VersionVector(sc)
+	var ds []string
+	for _, d := range unionKeys(va, vb) {
+		if va[d] != vb[d] {
+			ds = append(ds, fmt.Sprintf("%s %d vs %d", d, va[d], vb[d]))
+		}
+	}
+	if len(ds) == 0 {
+		return "same version vector (fork branches or state differ)"
+	}
+	if len(ds) > 4 {
+		ds = append(ds[:4], fmt.Sprintf("and %d more", len(ds)-4))
+	}
+	return "version vector " + strings.Join(ds, ", ")
+}
+
+func unionKeys(a, b map[string]uint64) []string {
+	var ks []string
+	for k := range a {
+		ks = append(ks, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			ks = append(ks, k)
+		}
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// checkOps checks one replica against the harness's record of the ops
+// acknowledged in scope: none lost, each sale once, stock conserved, and
+// forked devices flagged. The expected stock and sale log count every
+// acknowledged op, plus the exempt ones (lost with a restored device's
+// disk) where the replica holds them.
+func (w *world) checkOps(sc string, n *node, ops []int) {
+	var lost []string
+	stock := map[string]int64{}
+	sales := map[string]bool{}
+	at := map[string][]ledger.Hash{} // device/seq → hashes of acknowledged ops there
+	for _, k := range ops {
+		a := &w.acked[k]
+		has := slices.Contains(n.l.HashesAt(sc, a.device, a.seq), a.hash)
+		switch {
+		case !has && a.exempt:
+			continue // gone with a replaced disk, and this replica never got it
+		case !has:
+			lost = append(lost, fmt.Sprintf("%s/%d(%s)", a.device, a.seq, a.kind))
+		default:
+			key := fmt.Sprintf("%s\x00%d", a.device, a.seq)
+			at[key] = append(at[key], a.hash)
+		}
+		for _, d := range a.deltas {
+			stock[d.sku] += d.n
+		}
+		if a.kind == ledger.KindSale {
+			sales[a.id] = true
+		}
+	}
+	if len(lost) > 0 {
+		f := w.failure(InvLostAck, sc, n.spec.name, "every acknowledged op", fmt.Sprintf("%d missing", len(lost)))
+		f.Detail = "first missing: " + strings.Join(lost[:min(len(lost), maxListedPerInv)], ", ")
+		w.fail(f)
+	}
+	w.checkForks(sc, n, at)
+	if sc == ledger.FleetScope {
+		return
+	}
+	got := map[string]int64{}
+	for _, it := range n.l.Stock(sc) {
+		got[it.SKU] = it.OnHand
+	}
+	var bad []string
+	for _, sku := range unionKeys64(stock, got) {
+		if stock[sku] != got[sku] {
+			bad = append(bad, fmt.Sprintf("%s expected %d got %d", sku, stock[sku], got[sku]))
+		}
+	}
+	if len(bad) > 0 {
+		f := w.failure(InvStock, sc, n.spec.name, "on hand = received − sold + refunded ± transfers ± counts", fmt.Sprintf("%d SKUs off", len(bad)))
+		f.Detail = strings.Join(bad[:min(len(bad), maxListedPerInv)], "; ")
+		w.fail(f)
+	}
+	w.checkSales(sc, n, sales)
+}
+
+// checkSales: the sale log has unique ids and is exactly the acknowledged
+// sales.
+func (w *world) checkSales(sc string, n *node, want map[string]bool) {
+	seen := map[string]int{}
+	var twice, extra []string
+	for _, s := range w.sales(n, sc) {
+		seen[s.ID]++
+		if seen[s.ID] == 2 {
+			twice = append(twice, s.ID)
+		}
+		if !want[s.ID] && seen[s.ID] == 1 {
+			extra = append(extra, s.ID)
+		}
+	}
+	missing := 0
+	for id := range want {
+		if seen[id] == 0 {
+			missing++
+		}
+	}
+	if len(twice) > 0 || len(extra) > 0 || missing > 0 {
+		f := w.failure(InvCountedOnce, sc, n.spec.name, fmt.Sprintf("%d sales, each once", len(want)),
+			fmt.Sprintf("%d listed twice, %d never acknowledged, %d missing", len(twice), len(extra), missing))
+		f.Detail = strings.Join(append(twice, extra...)[:min(len(twice)+len(extra), maxListedPerInv)], ", ")
+		w.fail(f)
+	}
+}
+
+// sales returns n's sale log of scope. An anchor's whole log is read
+// once and split by store: Sales(scope) walks every sale it holds.
+func (w *world) sales(n *node, sc string) []ledger.SaleRecord {
+	if n.spec.role != ledger.RoleAnchor {
+		return n.l.Sales(sc)
+	}
+	m := w.salesOf[n]
+	if m == nil {
+		m = map[string][]ledger.SaleRecord{}
+		for _, s := range n.l.Sales("") {
+			m[s.Store] = append(m[s.Store], s)
+		}
+		w.salesOf[n] = m
+	}
+	return m[sc]
+}
+
+// checkForks: a device is flagged in scope exactly when two acknowledged
+// ops this replica holds share a seq.
+func (w *world) checkForks(sc string, n *node, at map[string][]ledger.Hash) {
+	want := map[string]bool{}
+	for key, hs := range at {
+		if len(hs) > 1 {
+			want[strings.SplitN(key, "\x00", 2)[0]] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, f := range n.l.Forks() {
+		if f.Store == sc {
+			got[f.Device] = true
+		}
+	}
+	var missing, extra []string
+	for d := range want {
+		if !got[d] {
+			missing = append(missing, d)
+		}
+	}
+	for d := range got {
+		if !want[d] {
+			extra = append(extra, d)
+		}
+	}
+	if len(missing)+len(extra) > 0 {
+		slices.Sort(missing)
+		slices.Sort(extra)
+		f := w.failure(InvForks, sc, n.spec.name, fmt.Sprintf("%d forked devices flagged", len(want)),
+			fmt.Sprintf("%d not flagged, %d flagged without a fork", len(missing), len(extra)))
+		f.Detail = "not flagged: " + strings.Join(missing, ",") + "; unexpected: " + strings.Join(extra, ",")
+		w.fail(f)
+	}
+}
+
+// checkConflicts compares every replica's conflict list with the first's.
+func (w *world) checkConflicts(sc string, reps []*node) {
+	if sc == ledger.FleetScope {
+		return
+	}
+	enc := func(n *node) (string, int) {
+		cs := n.l.Conflicts(sc)
+		b, _ := json.Marshal(cs)
+		h := hashString(b)
+		return h, len(cs)
+	}
+	ref, nref := enc(reps[0])
+	for _, n := range reps[1:] {
+		if h, k := enc(n); h != ref {
+			w.fail(w.failure(InvConflicts, sc, n.spec.name, fmt.Sprintf("%d conflicts as %s (%s)", nref, reps[0].spec.name, ref[:12]),
+				fmt.Sprintf("%d conflicts (%s)", k, h[:12])))
+		}
+	}
+}
+
+func unionKeys64(a, b map[string]int64) []string {
+	var ks []string
+	for k := range a {
+		ks = append(ks, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			ks = append(ks, k)
+		}
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func hashString(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}

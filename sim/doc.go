@@ -1,0 +1,69 @@
+// Package sim is storemesh's deterministic simulator (DESIGN §9): a fleet
+// of real ledgers and real mesh.Sessions over a simulated network and
+// simulated time, with faults, a workload and invariant checks.
+//
+// What lives here:
+//   - Scenario: the script (JSON, docs/scenarios.md), ParseScenario,
+//     LoadScenario and the library in scenarios/ (embedded).
+//   - Run: one run for one seed; Explore: many seeds on a few goroutines,
+//     each run on its own; Main: the "storemesh sim" command line.
+//   - world.go (nodes, clocks, the event loop), net.go (links, sessions,
+//     frames), workload.go (the trade), faults.go (partitions, crashes,
+//     backups and restores, clock faults, flaps), check.go (invariants),
+//     report.go and svg.go (what a run says).
+//
+// Only the network and time are simulated. Each node is ledger.Open over
+// an in-memory go-datastore (its disk: it survives a crash, and a backup
+// is a copy of it) and one mesh.Session per connected peer, driven the
+// way mesh/p2p drives them: Start, Step, Tick, Push, Ready and TakeRelay,
+// one mesh.Pulls and one mesh.AnchorView shared by a node's sessions,
+// local ops pushed to every session, ops received fresh from their author
+// relayed to the node's other sessions, never Push from inside a Step of
+// the same session. Push policy "durable" floods instead (every durable
+// op to every session), for comparison. There is no second protocol here.
+//
+// Determinism: the seed decides everything. Virtual time is int64 ns; the
+// event queue is ordered by (time, sequence number); all randomness comes
+// from one PCG source seeded by the seed; device keys from
+// ledgertest.NewFleet(seed); every node's physical clock is a function of
+// virtual time (integer drift arithmetic); no goroutines, no wall clock,
+// and no map iteration order reaches behaviour (nodes, links and sessions
+// are visited in index order). The wall clock appears only in
+// Report.Wall, which the text and JSON reports leave out.
+//
+// Invariants checked after every run, per scope and per replica:
+//   - convergence: every replica of a scope has the same ledger.Digest
+//     (the run gives them Settle after the quiet point: faults healed,
+//     workload over);
+//   - no-lost-ack: every op whose Append returned is in every replica of
+//     its scope, unless it was made by a device after the backup it was
+//     later restored from and no other replica held it at the restore
+//     (its disk was replaced: "exempt", counted in the report);
+//   - counted-once: each replica's sale log lists every acknowledged sale
+//     once and nothing else;
+//   - stock-conserved: OnHand per (store, SKU) equals the harness's own
+//     sum of the acknowledged ops: received − sold + refunded ± transfers
+//     ± count corrections;
+//   - same-conflicts: every replica of a store lists the same conflicts;
+//   - forks-flagged: a device with two acknowledged ops at one seq (a
+//     restored device that sold before it learned its last seq) is listed
+//     by ledger.Forks on every replica of the scope, and no other is.
+//
+// HAZARDS:
+//   - Per-frame loss, duplication and reordering model a worse network
+//     than a libp2p stream (which delivers in order or resets); they test
+//     the anti-entropy, not the transport.
+//   - A crash drops the frames in flight on its links (the connection is
+//     reset); a restored device's ops "held elsewhere" are judged from
+//     other replicas' placed ops at the moment of the restore, so an op
+//     that only sat unplaced in a peer's memory counts as gone.
+//   - "Caught up" is measured against the version vectors of the ops made
+//     before the last heal; it says nothing about fork branches (the
+//     final digest check does).
+//   - A big run holds every replica's ledger in memory: fleet-1000 peaks
+//     near 3 GB.
+//
+// Imports: mesh (the state machine; never mesh/p2p), ledger, ledgertest,
+// crdt and go-datastore; never libp2p (fence_test.go). Imported only by
+// cmd.
+package sim

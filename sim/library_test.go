@@ -1,0 +1,107 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+// sweepSeeds says how many seeds each library scenario runs:
+// SIM_SEEDS (a count N for seeds 1..N, or a list like "1..500,900"), else
+// 3 with -short, 4 under -race, 10 otherwise. CI's full sweep sets
+// SIM_SEEDS=200 (docs/scenarios.md).
+func sweepSeeds(t *testing.T, env string, short, race, normal int) []uint64 {
+	t.Helper()
+	if v := os.Getenv(env); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			v = "1.." + strconv.Itoa(n)
+			if n == 0 {
+				return nil
+			}
+		}
+		seeds, err := ParseSeeds(v)
+		if err != nil {
+			t.Fatalf("%s: %v", env, err)
+		}
+		return seeds
+	}
+	n := normal
+	switch {
+	case testing.Short():
+		n = short
+	case raceEnabled:
+		n = race
+	}
+	if n == 0 {
+		return nil
+	}
+	seeds, _ := ParseSeeds("1.." + strconv.Itoa(n))
+	return seeds
+}
+
+// TestLibraryScenarios runs every library scenario (fleet-1000 aside,
+// see TestFleet1000) over many seeds; every invariant must hold on every
+// one. SIM_PUSH=durable drives the sessions as mesh's libp2p driver does.
+func TestLibraryScenarios(t *testing.T) {
+	seeds := sweepSeeds(t, "SIM_SEEDS", 3, 4, 10)
+	for _, name := range Library() {
+		if name == "fleet-1000" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			sc, err := loadWithPush(name, os.Getenv("SIM_PUSH"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reportFailures(t, Explore(sc, seeds, runtime.GOMAXPROCS(0)), len(seeds))
+		})
+	}
+}
+
+// TestFleet1000 runs the 1,000-device scenario for SIM_FLEET_SEEDS seeds
+// (none by default: about a minute each on two cores).
+func TestFleet1000(t *testing.T) {
+	seeds := sweepSeeds(t, "SIM_FLEET_SEEDS", 0, 0, 0)
+	if len(seeds) == 0 {
+		t.Skip("set SIM_FLEET_SEEDS=N to run fleet-1000 for seeds 1..N (about a minute each)")
+	}
+	sc, err := LoadScenario("fleet-1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fails []Failure
+	for _, seed := range seeds {
+		r, err := Run(sc, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("seed %d: %d ops, caught up %.1f s after the last heal, converged %.1f s after the quiet point, %s wall",
+			seed, r.Ops.Total, r.CatchUpS, r.ConvergenceS, r.Wall.Round(1e7))
+		if !r.Converged || r.Ops.Total != 100_000 || r.Nodes != 1002 {
+			t.Errorf("seed %d: converged %v, %d ops, %d nodes", seed, r.Converged, r.Ops.Total, r.Nodes)
+		}
+		fails = append(fails, r.Failures...)
+	}
+	reportFailures(t, fails, len(seeds))
+}
+
+func reportFailures(t *testing.T, fails []Failure, runs int) {
+	t.Helper()
+	var seeds []uint64
+	for i, f := range fails {
+		if !slices.Contains(seeds, f.Seed) {
+			seeds = append(seeds, f.Seed)
+		}
+		if i < 20 {
+			t.Error(f)
+		}
+	}
+	if len(seeds) > 0 {
+		t.Errorf("%d of %d seeds failed: %v; reproduce with: go run ./cmd/storemesh sim run %s --seed %d",
+			len(seeds), runs, seeds, fails[0].Scenario, seeds[0])
+	}
+	t.Log(fmt.Sprintf("%d seeds, %d failures", runs, len(fails)))
+}
