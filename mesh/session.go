@@ -122,8 +122,6 @@ type scopeState struct {
 	acked  crdt.VersionVector // the peer holds these durably (its summaries)
 	sent   crdt.VersionVector // the peer has, or was pushed, up to here
 	synced bool               // a full summary arrived: sent is meaningful
-	told   crdt.VersionVector // our VV as of the last summary we sent
-	toldAt uint64             // AnchorView generation as of that summary
 	forks  map[string]string  // fork digests already exchanged, device → digest
 }
 
@@ -335,8 +333,6 @@ func (s *Session) summarise() {
 
 func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
-	st := s.scope(scope)
-	st.told, st.toldAt = m.VV.Clone(), s.cfg.Anchor.generation()
 	if !s.all { // an anchor knows better than we do what it holds
 		m.Anchor = s.cfg.Anchor.Acked(scope)
 		m.AnchorSeen = s.cfg.Anchor.Seen()
@@ -604,17 +600,6 @@ func (s *Session) Tick(ctx context.Context) error {
 	}
 	if s.tick%s.cfg.SummaryTicks == 0 {
 		s.summarise()
-	} else {
-		// News travels on: a scope that changed since we last told the
-		// peer (ops learned from a third peer, an anchor's ack) is told
-		// now rather than at the next periodic summary.
-		gen := s.cfg.Anchor.generation()
-		for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
-			st := s.sc[sc]
-			if !st.told.Dominates(s.l.VersionVector(sc)) || (!s.all && st.toldAt != gen) {
-				s.sendSummary(sc)
-			}
-		}
 	}
 	for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
 		if st := s.sc[sc]; st.synced {
