@@ -526,8 +526,10 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 // TakeRelay returns the ops this session received fresh from their author
 // since the last call. The driver pushes them to its other sessions, so a
 // peer that cannot reach the author (an anchor behind one terminal) gets
-// them at once. Relaying only one hop keeps a full LAN mesh from echoing
-// every sale n² times; summaries carry news further.
+// them at once; summaries carry news further. HAZARD: in a full LAN mesh
+// one hop still sends each op about (n−1)² times (every peer relays it to
+// every other); a relay that skips peers connected to the author is open
+// work.
 func (s *Session) TakeRelay() []*ledger.Op {
 	r := s.relay
 	s.relay = nil

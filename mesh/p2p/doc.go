@@ -21,9 +21,9 @@
 // Push and relay: the ledger subscription hands this device's own new ops
 // to every established session at once. Ops a session received fresh from
 // their author (mesh.Session.TakeRelay) are handed to the other sessions: one
-// hop, so an anchor behind one terminal gets every terminal's sales
-// without a full mesh echoing each sale n² times; summaries carry news
-// further. Sessions share one mesh.Pulls, so one peer, not all, is asked for
+// hop, so an anchor behind one terminal gets every terminal's sales at
+// once; summaries carry news further. In a full mesh of n peers each op
+// still crosses about (n−1)² times (see mesh.Session.TakeRelay). Sessions share one mesh.Pulls, so one peer, not all, is asked for
 // each missing op.
 //
 // Framing: each frame is a varint length prefix and the frame

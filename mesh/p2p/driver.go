@@ -325,8 +325,7 @@ func (d *driver) finish(err error) {
 // onDurable runs on the ledger's committing goroutine: hand this
 // device's new ops to every session without blocking. Ops from peers are
 // not pushed here: the session that received one fresh from its author
-// hands it on (relay), and summaries carry news further; pushing every
-// durable op to every peer would echo each sale n² times in a full mesh.
+// hands it on one hop (relay), and summaries carry news further.
 func (m *Mesh) onDurable(ops []*ledger.Op) {
 	self := m.self.String()
 	var local []*ledger.Op
