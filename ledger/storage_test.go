@@ -369,7 +369,7 @@ func TestFullTmpfs(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"); err != nil {
 		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("SKIPPED: cannot mount a tmpfs (%v): run as root to test a really full disk", err)
+			t.Skipf("TMPFS UNAVAILABLE: cannot mount a tmpfs (%v): run as root to test a really full disk", err)
 		}
 		t.Fatalf("mount tmpfs: %v", err)
 	}

@@ -131,7 +131,8 @@ func vvDiff(a, b *ledger.Ledger, sc string) string {
 	return "version vector " + strings.Join(ds, ", ")
 }
 
-func unionKeys(a, b map[string]uint64) []string {
+// unionKeys returns the keys of a and b, sorted.
+func unionKeys[V any](a, b map[string]V) []string {
 	var ks []string
 	for k := range a {
 		ks = append(ks, k)
@@ -188,7 +189,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 		got[it.SKU] = it.OnHand
 	}
 	var bad []string
-	for _, sku := range unionKeys64(stock, got) {
+	for _, sku := range unionKeys(stock, got) {
 		if stock[sku] != got[sku] {
 			bad = append(bad, fmt.Sprintf("%s expected %d got %d", sku, stock[sku], got[sku]))
 		}
@@ -300,20 +301,6 @@ func (w *world) checkConflicts(sc string, reps []*node) {
 				fmt.Sprintf("%d conflicts (%s)", k, h[:12])))
 		}
 	}
-}
-
-func unionKeys64(a, b map[string]int64) []string {
-	var ks []string
-	for k := range a {
-		ks = append(ks, k)
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			ks = append(ks, k)
-		}
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func hashString(b []byte) string {
