@@ -3,6 +3,7 @@ package crdt
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // VersionVector maps a device id to the highest contiguous sequence number
@@ -100,12 +101,16 @@ type Range struct {
 }
 
 // Missing lists, per device in sorted order, the seqs v holds that o lacks.
+// It allocates only when something is missing: sync calls it on every tick.
 func (v VersionVector) Missing(o VersionVector) []Range {
 	var out []Range
-	for _, d := range v.Devices() {
-		if s, t := v[d], o[d]; s > t {
+	for d, s := range v {
+		if t := o[d]; s > t {
 			out = append(out, Range{Device: d, After: t, Through: s})
 		}
+	}
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b Range) int { return strings.Compare(a.Device, b.Device) })
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -22,6 +23,22 @@ func (l *Ledger) VersionVector(scope string) crdt.VersionVector {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.vv[scope].Clone()
+}
+
+// Seq returns the highest contiguous seq held from device in scope.
+func (l *Ledger) Seq(scope, device string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.vv[scope][device]
+}
+
+// Lacks lists the ranges theirs holds in scope that this replica does not:
+// what to pull from a peer that advertised theirs. It copies nothing when
+// nothing is missing (sync asks on every tick).
+func (l *Ledger) Lacks(scope string, theirs crdt.VersionVector) []crdt.Range {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return theirs.Missing(l.vv[scope])
 }
 
 // Scopes lists the scopes this replica holds data for, plus its own store
@@ -103,8 +120,13 @@ func (l *Ledger) OnHand(store, sku string) int64 {
 func (l *Ledger) Sales(scope string) []SaleRecord {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []SaleRecord
-	for _, id := range l.st.saleLog.Elements() {
+	ids := l.st.saleLog.Elements()
+	n := len(ids)
+	if scope != "" {
+		n = 0
+	}
+	out := make([]SaleRecord, 0, n)
+	for _, id := range ids {
 		r := l.st.sales[id]
 		if scope == "" || r.Store == scope {
 			out = append(out, *r)
@@ -204,9 +226,9 @@ func (l *Ledger) ForkDigests(scope string) map[string]Hash {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]Hash{}
-	for k, c := range l.chains {
-		if k.scope == scope && c.forked() {
-			out[k.device] = c.digest(l.vv[scope][k.device])
+	for d, seq := range l.vv[scope] { // every chain of scope has an entry
+		if c := l.chains[chainKey{scope, d}]; c != nil && c.forked() {
+			out[d] = c.digest(seq)
 		}
 	}
 	return out
@@ -235,6 +257,28 @@ func (l *Ledger) HashesAt(scope, device string, seq uint64) []Hash {
 		return c.at(seq)
 	}
 	return nil
+}
+
+// HoldsAt reports whether this replica holds any op at (scope, device,
+// seq), and whether one of them has a hash starting with prefix (a peer's
+// short head). It allocates nothing: sync asks for every head of every
+// summary.
+func (l *Ledger) HoldsAt(scope, device string, seq uint64, prefix []byte) (held, match bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.chains[chainKey{scope, device}]
+	if c == nil || seq == 0 || seq > l.vv[scope][device] || seq > c.length() {
+		return false, false
+	}
+	if bytes.HasPrefix(c.main[seq-1][:], prefix) {
+		return true, true
+	}
+	for _, h := range c.extra[seq] {
+		if bytes.HasPrefix(h[:], prefix) {
+			return true, true
+		}
+	}
+	return true, false
 }
 
 // Digest is a hash of scope's replicated state: every device's chain (head

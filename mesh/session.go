@@ -122,6 +122,8 @@ type scopeState struct {
 	acked  crdt.VersionVector // the peer holds these durably (its summaries)
 	sent   crdt.VersionVector // the peer has, or was pushed, up to here
 	synced bool               // a full summary arrived: sent is meaningful
+	behind bool               // acked may hold ops we lack: pull on tick
+	ackDue map[string]bool    // devices whose ops arrived since our last ack
 	forks  map[string]string  // fork digests already exchanged, device → digest
 }
 
@@ -142,6 +144,7 @@ type Session struct {
 	all   bool            // peer replicates every store
 	peerS map[string]bool // peer's scopes when !all
 	sc    map[string]*scopeState
+	order []string     // keys of sc, sorted
 	relay []*ledger.Op // fresh ops from their author, for the driver to push on
 	stats SessionStats
 }
@@ -317,6 +320,8 @@ func (s *Session) scope(scope string) *scopeState {
 	if st == nil {
 		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]string{}}
 		s.sc[scope] = st
+		s.order = append(s.order, scope)
+		slices.Sort(s.order)
 	}
 	return st
 }
@@ -333,6 +338,9 @@ func (s *Session) summarise() {
 
 func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
+	if st := s.sc[scope]; st != nil {
+		clear(st.ackDue) // the full vector acknowledges them
+	}
 	if !s.all { // an anchor knows better than we do what it holds
 		m.Anchor = s.cfg.Anchor.Acked(scope)
 		m.AnchorSeen = s.cfg.Anchor.Seen()
@@ -358,7 +366,12 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		return nil
 	}
 	st := s.scope(m.Scope)
-	st.acked.Merge(m.VV)
+	for d, seq := range m.VV {
+		if seq > st.acked[d] {
+			st.acked[d] = seq
+			st.behind = true
+		}
+	}
 	st.sent.Merge(m.VV)
 	now := s.cfg.Now()
 	if s.all {
@@ -380,9 +393,13 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 // pull asks the peer for ops it advertised that we lack and no other
 // session of this node is already fetching.
 func (s *Session) pull(scope string, st *scopeState) {
-	ours := s.l.VersionVector(scope)
+	missing := s.l.Lacks(scope, st.acked)
+	if len(missing) == 0 {
+		st.behind = false // our vector only grows: nothing to do until acked does
+		return
+	}
 	now := s.cfg.Now()
-	for _, r := range st.acked.Missing(ours) {
+	for _, r := range missing {
 		from, through, ok := s.cfg.Pulls.claim(scope, r.Device, r.After, r.Through, s.cfg.MaxPull, now)
 		if ok {
 			s.emit(msgWant, &wantMsg{Scope: scope, Device: r.Device, After: from, Through: through})
@@ -396,8 +413,7 @@ func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeStat
 	// A head we do not hold at its seq is a branch we lack.
 	for _, d := range slices.Sorted(maps.Keys(heads)) {
 		seq := vv[d]
-		have := s.l.HashesAt(scope, d, seq)
-		if len(have) == 0 || slices.ContainsFunc(have, func(h ledger.Hash) bool { return bytes.Equal(h[:headLen], heads[d]) }) {
+		if held, match := s.l.HoldsAt(scope, d, seq, heads[d]); !held || match {
 			continue
 		}
 		if st.forks["head:"+d] == string(heads[d]) {
@@ -480,7 +496,6 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		return s.fail(err)
 	}
 	s.stats.OpsIn += uint64(len(m.Ops))
-	ack := crdt.VersionVector{}
 	wants := map[string]bool{}
 	for _, r := range res {
 		if r.Err != nil {
@@ -497,7 +512,10 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		}
 		// The peer holds what it sends us: never push it back.
 		st.sent.Advance(r.Op.Device, r.Op.Seq)
-		ack[r.Op.Device] = 0
+		if st.ackDue == nil {
+			st.ackDue = map[string]bool{}
+		}
+		st.ackDue[r.Op.Device] = true
 		if r.Outcome == ledger.Applied && m.Fresh && r.Op.Device == s.cfg.RemoteID {
 			s.relay = append(s.relay, r.Op)
 		}
@@ -506,21 +524,30 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
 		}
 	}
-	if len(ack) > 0 {
-		ours := s.l.VersionVector(m.Scope)
-		for d := range ack {
-			if ours[d] > 0 {
-				ack[d] = ours[d]
-			} else {
-				delete(ack, d)
-			}
-		}
-		s.emit(msgSummary, &summaryMsg{Scope: m.Scope, VV: ack, Partial: true})
-	}
-	if st.synced {
+	if st.synced && st.behind {
 		s.pull(m.Scope, st) // the next step of a long catch-up
 	}
 	return nil
+}
+
+// flushAck acknowledges the ops that arrived in scope since the last
+// flush: a partial summary with our seq of each device they came from.
+// Acks go out once per tick, not once per ops frame: a busy hub receives
+// several frames a tick from each peer.
+func (s *Session) flushAck(scope string, st *scopeState) {
+	if len(st.ackDue) == 0 {
+		return
+	}
+	ack := make(crdt.VersionVector, len(st.ackDue))
+	for d := range st.ackDue {
+		if seq := s.l.Seq(scope, d); seq > 0 {
+			ack[d] = seq
+		}
+	}
+	clear(st.ackDue)
+	if len(ack) > 0 {
+		s.emit(msgSummary, &summaryMsg{Scope: scope, VV: ack, Partial: true})
+	}
 }
 
 // TakeRelay returns the ops this session received fresh from their author
@@ -603,8 +630,11 @@ func (s *Session) Tick(ctx context.Context) error {
 	if s.tick%s.cfg.SummaryTicks == 0 {
 		s.summarise()
 	}
-	for _, sc := range slices.Sorted(maps.Keys(s.sc)) {
-		if st := s.sc[sc]; st.synced {
+	for _, sc := range s.order {
+		s.flushAck(sc, s.sc[sc])
+	}
+	for _, sc := range s.order {
+		if st := s.sc[sc]; st.synced && st.behind {
 			s.pull(sc, st)
 		}
 	}

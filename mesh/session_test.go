@@ -363,6 +363,7 @@ func TestAnchorRelayThroughOneTerminal(t *testing.T) {
 	if got := len(h.nodes[0].l.Sales("s2")); got != 0 {
 		t.Fatalf("a terminal of s1 holds %d sales of s2", got)
 	}
+	h.settle(2) // acknowledgements go out on the receiver's next tick
 	acked := h.nodes[1].sess[2].Acked("s1")
 	if acked[h.nodes[0].dev.ID()] != 20 {
 		t.Fatalf("anchor acknowledgement at node 1: %v", acked)

@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"storemesh/ledger"
 )
@@ -58,32 +60,63 @@ func (w *world) failure(inv, scope, node, expected, got string) Failure {
 
 func (w *world) fail(f Failure) { w.rep.Failures = append(w.rep.Failures, f) }
 
-// checkAll checks every invariant on every scope and every replica.
+// checkAll checks every invariant on every scope and every replica. Scopes
+// are checked in parallel (the ledgers' queries are safe for concurrent
+// use and the checks only read); failures are then put back in scope
+// order, so the report stays byte-identical.
 func (w *world) checkAll() {
-	w.salesOf = map[*node]map[string][]ledger.SaleRecord{}
 	byScope := map[string][]int{}
 	for k, a := range w.acked {
 		byScope[a.store] = append(byScope[a.store], k)
 	}
-	for _, sc := range w.scopes() {
-		var reps []*node
-		for _, i := range w.replicas(sc) {
-			n := w.nodes[i]
-			if !n.alive {
-				w.fail(w.failure(InvConvergence, sc, n.spec.name, "running", "crashed at the end of the run"))
-				continue
-			}
-			reps = append(reps, n)
+	w.salesOf = map[*node]map[string][]ledger.SaleRecord{}
+	for _, n := range w.nodes {
+		if n.alive && n.spec.role == ledger.RoleAnchor {
+			w.salesOf[n] = salesByStore(n.l)
 		}
-		if len(reps) == 0 {
+	}
+	scopes := w.scopes()
+	fails := make([][]Failure, len(scopes))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(runtime.GOMAXPROCS(0), 4)) {
+		wg.Go(func() {
+			for i := range next {
+				c := *w // shares the (read-only) nodes and records
+				c.rep = &Report{}
+				c.checkScope(scopes[i], byScope[scopes[i]])
+				fails[i] = c.rep.Failures
+			}
+		})
+	}
+	for i := range scopes {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, f := range fails {
+		w.rep.Failures = append(w.rep.Failures, f...)
+	}
+}
+
+func (w *world) checkScope(sc string, ops []int) {
+	var reps []*node
+	for _, i := range w.replicas(sc) {
+		n := w.nodes[i]
+		if !n.alive {
+			w.fail(w.failure(InvConvergence, sc, n.spec.name, "running", "crashed at the end of the run"))
 			continue
 		}
-		w.checkDigests(sc, reps)
-		for _, n := range reps {
-			w.checkOps(sc, n, byScope[sc])
-		}
-		w.checkConflicts(sc, reps)
+		reps = append(reps, n)
 	}
+	if len(reps) == 0 {
+		return
+	}
+	w.checkDigests(sc, reps)
+	for _, n := range reps {
+		w.checkOps(sc, n, ops)
+	}
+	w.checkConflicts(sc, reps)
 }
 
 // checkDigests compares each replica's digest with the most common one.
@@ -155,7 +188,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	var lost []string
 	stock := map[string]int64{}
 	sales := map[string]bool{}
-	at := map[string][]ledger.Hash{} // device/seq → hashes of acknowledged ops there
+	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
 	for _, k := range ops {
 		a := &w.acked[k]
 		has := slices.Contains(n.l.HashesAt(sc, a.device, a.seq), a.hash)
@@ -165,7 +198,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 		case !has:
 			lost = append(lost, fmt.Sprintf("%s/%d(%s)", a.device, a.seq, a.kind))
 		default:
-			key := fmt.Sprintf("%s\x00%d", a.device, a.seq)
+			key := devSeq{a.device, a.seq}
 			at[key] = append(at[key], a.hash)
 		}
 		for _, d := range a.deltas {
@@ -231,29 +264,35 @@ func (w *world) checkSales(sc string, n *node, want map[string]bool) {
 }
 
 // sales returns n's sale log of scope. An anchor's whole log is read
-// once and split by store: Sales(scope) walks every sale it holds.
+// once, before the checks, and split by store: Sales(scope) walks every
+// sale it holds.
 func (w *world) sales(n *node, sc string) []ledger.SaleRecord {
-	if n.spec.role != ledger.RoleAnchor {
-		return n.l.Sales(sc)
+	if m := w.salesOf[n]; m != nil {
+		return m[sc]
 	}
-	m := w.salesOf[n]
-	if m == nil {
-		m = map[string][]ledger.SaleRecord{}
-		for _, s := range n.l.Sales("") {
-			m[s.Store] = append(m[s.Store], s)
-		}
-		w.salesOf[n] = m
+	return n.l.Sales(sc)
+}
+
+func salesByStore(l *ledger.Ledger) map[string][]ledger.SaleRecord {
+	m := map[string][]ledger.SaleRecord{}
+	for _, s := range l.Sales("") {
+		m[s.Store] = append(m[s.Store], s)
 	}
-	return m[sc]
+	return m
+}
+
+type devSeq struct {
+	device string
+	seq    uint64
 }
 
 // checkForks: a device is flagged in scope exactly when two acknowledged
 // ops this replica holds share a seq.
-func (w *world) checkForks(sc string, n *node, at map[string][]ledger.Hash) {
+func (w *world) checkForks(sc string, n *node, at map[devSeq][]ledger.Hash) {
 	want := map[string]bool{}
 	for key, hs := range at {
 		if len(hs) > 1 {
-			want[strings.SplitN(key, "\x00", 2)[0]] = true
+			want[key.device] = true
 		}
 	}
 	got := map[string]bool{}
