@@ -190,6 +190,16 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 // FleetID is the id of the fleet this ledger belongs to.
 func (l *Ledger) FleetID() string { return l.fleetID }
 
+// Now is this node's best knowledge of the time, in Unix ns: the physical
+// clock, but never earlier than the newest timestamp of its own history,
+// so a clock reset backwards (a dead clock battery) does not make valid
+// certificates look not yet valid. Certificate checks use it.
+func (l *Ledger) Now() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.cfg.Now(), l.clock.Last().Wall)
+}
+
 // Self is this device's certificate (nil when read-only).
 func (l *Ledger) Self() *Certificate { return l.cfg.Self }
 

@@ -24,6 +24,7 @@ const (
 	CodeNotEnrolled      = "not_enrolled"
 	CodeWrongFleet       = "wrong_fleet"
 	CodeCertExpired      = "cert_expired"
+	CodeCertNotYetValid  = "cert_not_yet_valid" // by our clock: likely ours is behind; not banned
 	CodeRevoked          = "revoked"
 	CodeIdentityMismatch = "identity_mismatch"
 	CodeForgedOp         = "forged_op"
@@ -124,6 +125,7 @@ type scopeState struct {
 	synced bool               // a full summary arrived: sent is meaningful
 	behind bool               // acked may hold ops we lack: pull on tick
 	ackDue map[string]bool    // devices whose ops arrived since our last ack
+	told   uint64             // sum of the vector in our last summary (entries only grow)
 	forks  map[string]string  // fork digests already exchanged, device → digest
 }
 
@@ -146,6 +148,7 @@ type Session struct {
 	sc    map[string]*scopeState
 	order []string     // keys of sc, sorted
 	relay []*ledger.Op // fresh ops from their author, for the driver to push on
+	news  []string     // scopes in which pulled ops were applied, for Announce
 	stats SessionStats
 }
 
@@ -298,8 +301,14 @@ func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
 	case s.l.Revoked(cert.Device):
 		return s.fail(protoErr(CodeRevoked, "device %s is revoked", cert.Device))
 	}
-	if err := cert.ValidAt(time.Unix(0, s.cfg.Now()).UnixMilli()); err != nil {
-		return s.fail(protoErr(CodeCertExpired, "%v", err))
+	// Our ledger's time, not the raw clock: after a clock reset backwards
+	// it is still as late as our own newest op.
+	if err := cert.ValidAt(time.Unix(0, s.l.Now()).UnixMilli()); err != nil {
+		if ledger.RejectReason(err) == ledger.ReasonCertExpired {
+			return s.fail(protoErr(CodeCertExpired, "%v", err))
+		}
+		s.log.Warn("peer certificate not yet valid by our clock: is this device's clock behind?", "err", err)
+		return s.fail(protoErr(CodeCertNotYetValid, "%v", err))
 	}
 	s.hello, s.peer = true, cert
 	s.all = cert.Role == ledger.RoleAnchor
@@ -340,6 +349,7 @@ func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
 	if st := s.sc[scope]; st != nil {
 		clear(st.ackDue) // the full vector acknowledges them
+		st.told = m.VV.Sum()
 	}
 	if !s.all { // an anchor knows better than we do what it holds
 		m.Anchor = s.cfg.Anchor.Acked(scope)
@@ -519,6 +529,9 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		if r.Outcome == ledger.Applied && m.Fresh && r.Op.Device == s.cfg.RemoteID {
 			s.relay = append(s.relay, r.Op)
 		}
+		if r.Outcome == ledger.Applied && !m.Fresh && !slices.Contains(s.news, m.Scope) {
+			s.news = append(s.news, m.Scope)
+		}
 		if r.NeedHistory && !wants[r.Op.Device] {
 			wants[r.Op.Device] = true
 			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
@@ -528,6 +541,35 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		s.pull(m.Scope, st) // the next step of a long catch-up
 	}
 	return nil
+}
+
+// TakeNews returns the scopes in which this session applied pulled ops
+// since the last call (ops pushed fresh travel on by TakeRelay instead).
+// The driver passes them to its other sessions' Announce, so a catch-up
+// crosses several hops at once rather than one per periodic summary.
+func (s *Session) TakeNews() []string {
+	n := s.news
+	s.news = nil
+	return n
+}
+
+// Announce sends a summary of each scope in scopes that the peer shares,
+// has synced and may lack ops of, unless our vector has not grown since
+// the last summary we sent it. Call it with other sessions' TakeNews,
+// never from inside a Step of this session.
+func (s *Session) Announce(scopes []string) {
+	if !s.Established() {
+		return
+	}
+	for _, sc := range scopes {
+		st := s.sc[sc]
+		if st == nil || !st.synced || !s.shared(sc) {
+			continue
+		}
+		if vv := s.l.VersionVector(sc); vv.Sum() != st.told && len(vv.Missing(st.acked)) > 0 {
+			s.sendSummary(sc)
+		}
+	}
 }
 
 // flushAck acknowledges the ops that arrived in scope since the last

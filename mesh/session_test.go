@@ -151,6 +151,14 @@ func (h *harness) deliver() bool {
 	if relay := s.TakeRelay(); len(relay) > 0 {
 		h.push(f.to, relay, f.from)
 	}
+	if news := s.TakeNews(); len(news) > 0 {
+		for j, o := range h.nodes[f.to].sess {
+			if j != f.from {
+				o.Announce(news)
+				h.flush(f.to, j)
+			}
+		}
+	}
 	return true
 }
 
@@ -375,5 +383,29 @@ func TestAnchorRelayThroughOneTerminal(t *testing.T) {
 	}
 	if h.nodes[0].anchors.Seen() == 0 {
 		t.Fatal("node 0 never heard of the anchor")
+	}
+}
+
+// TestCatchUpCrossesHopsWithoutTicks: ops pulled by one node are announced
+// to its other peers at once, so a catch-up down a line of four nodes
+// finishes before any periodic summary (no tick runs at all).
+func TestCatchUpCrossesHopsWithoutTicks(t *testing.T) {
+	h := newHarness(t, 11)
+	for range 4 {
+		h.addNode("s1", ledger.RoleTerminal)
+	}
+	for k := 0; k < 1500; k++ { // several batches and several pulls
+		h.sell(0, "TEA", 1)
+	}
+	for i := 0; i < 3; i++ {
+		h.connect(i, i+1)
+	}
+	for h.deliver() {
+	}
+	if !h.converged([]string{"s1"}) {
+		t.Fatalf("catch-up stopped short without ticks: %s", h.describe([]string{"s1"}))
+	}
+	if got := len(h.nodes[3].l.Sales("s1")); got != 1500 {
+		t.Fatalf("node 3 holds %d sales, want 1500", got)
 	}
 }

@@ -15,12 +15,13 @@
 // Only the network and time are simulated. Each node is ledger.Open over
 // an in-memory go-datastore (its disk: it survives a crash, and a backup
 // is a copy of it) and one mesh.Session per connected peer, driven the
-// way mesh/p2p drives them: Start, Step, Tick, Push, Ready and TakeRelay,
-// one mesh.Pulls and one mesh.AnchorView shared by a node's sessions,
-// local ops pushed to every session, ops received fresh from their author
-// relayed to the node's other sessions, never Push from inside a Step of
-// the same session. Push policy "durable" floods instead (every durable
-// op to every session), for comparison. There is no second protocol here.
+// way mesh/p2p drives them: Start, Step, Tick, Push, Ready, TakeRelay,
+// TakeNews and Announce; one mesh.Pulls and one mesh.AnchorView shared by
+// a node's sessions; local ops pushed to every session; ops received fresh
+// from their author relayed to the node's other sessions; scopes that
+// gained pulled ops announced to them; never Push or Announce from inside
+// a Step of the same session. Push policy "durable" floods instead (every
+// durable op to every session), for comparison. There is no second protocol here.
 //
 // Determinism: the seed decides everything. Virtual time is int64 ns; the
 // event queue is ordered by (time, sequence number); all randomness comes

@@ -249,6 +249,9 @@ func (w *world) deliver(e *event) {
 		if relay := s.TakeRelay(); len(relay) > 0 {
 			w.pushTo(n, relay, e.link)
 		}
+		if news := s.TakeNews(); len(news) > 0 {
+			w.announce(n, news, e.link)
+		}
 	} else {
 		w.drain(n)
 	}
@@ -269,6 +272,19 @@ func (w *world) pushTo(n *node, ops []*ledger.Op, except int) {
 			continue
 		}
 		w.flush(li, side)
+	}
+}
+
+// announce hands scopes with pulled news to every session of n but the
+// one on link except, as mesh's driver does with TakeNews.
+func (w *world) announce(n *node, scopes []string, except int) {
+	for _, li := range n.links {
+		lk := w.links[li]
+		side := lk.sideOf(n.idx)
+		if s := lk.sess[side]; li != except && s != nil && s.Established() {
+			s.Announce(scopes)
+			w.flush(li, side)
+		}
 	}
 }
 

@@ -64,6 +64,7 @@ type driver struct {
 
 	pushMu   sync.Mutex
 	pending  []*ledger.Op
+	news     []string // scopes to Announce (other sessions' TakeNews)
 	dropped  bool
 	pushWake chan struct{}
 
@@ -132,6 +133,32 @@ func (d *driver) push(ops []*ledger.Op) {
 	}
 }
 
+// announce queues scopes for the session's Announce, like push.
+func (d *driver) announce(scopes []string) {
+	if !d.established.Load() {
+		return
+	}
+	d.pushMu.Lock()
+	for _, sc := range scopes {
+		if !slices.Contains(d.news, sc) {
+			d.news = append(d.news, sc)
+		}
+	}
+	d.pushMu.Unlock()
+	select {
+	case d.pushWake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *driver) takeNews() []string {
+	d.pushMu.Lock()
+	defer d.pushMu.Unlock()
+	n := d.news
+	d.news = nil
+	return n
+}
+
 func (d *driver) takePending() []*ledger.Op {
 	d.pushMu.Lock()
 	defer d.pushMu.Unlock()
@@ -168,6 +195,9 @@ func (d *driver) run() {
 			if ops := d.takePending(); len(ops) > 0 {
 				err = d.call(func(ctx context.Context) error { return d.sess.Push(ctx, ops) })
 			}
+			if news := d.takeNews(); err == nil && len(news) > 0 {
+				err = d.call(func(context.Context) error { d.sess.Announce(news); return nil })
+			}
 		case err = <-errs:
 		case <-d.ctx.Done():
 			err = context.Cause(d.ctx)
@@ -189,6 +219,7 @@ func (d *driver) call(fn func(context.Context) error) error {
 		cert = d.sess.PeerCert()
 	}
 	relay := d.sess.TakeRelay()
+	news := d.sess.TakeNews()
 	d.mu.Unlock()
 	if cert != nil {
 		d.anchor.Store(cert.Role == ledger.RoleAnchor)
@@ -197,6 +228,9 @@ func (d *driver) call(fn func(context.Context) error) error {
 	}
 	if len(relay) > 0 {
 		d.m.relay(d, relay)
+	}
+	if len(news) > 0 {
+		d.m.announce(d, news)
 	}
 	if qerr := d.enqueue(out); err == nil {
 		err = qerr
@@ -361,6 +395,18 @@ func (m *Mesh) relay(from *driver, ops []*ledger.Op) {
 	for _, d := range ds {
 		if d != from {
 			d.push(ops)
+		}
+	}
+}
+
+// announce tells every other session that scopes gained pulled ops.
+func (m *Mesh) announce(from *driver, scopes []string) {
+	m.mu.Lock()
+	ds := slices.Collect(maps.Values(m.sessions))
+	m.mu.Unlock()
+	for _, d := range ds {
+		if d != from {
+			d.announce(scopes)
 		}
 	}
 }
