@@ -22,6 +22,11 @@ import (
 // lpCluster starts n terminals of store s1 with production tick timing;
 // badger in temp dirs when onDisk.
 func lpCluster(b *testing.B, seed uint64, n int, onDisk bool) []*lpNode {
+	return lpClusterWith(b, seed, n, onDisk, nil)
+}
+
+// lpClusterWith is lpCluster with every ledger's config adjusted.
+func lpClusterWith(b *testing.B, seed uint64, n int, onDisk bool, lcfg func(*ledger.Config)) []*lpNode {
 	f := ledgertest.NewFleet(seed)
 	nodes := make([]*lpNode, n)
 	for i := range nodes {
@@ -30,7 +35,7 @@ func lpCluster(b *testing.B, seed uint64, n int, onDisk bool) []*lpNode {
 			dir = b.TempDir()
 		}
 		dev := lpEnroll(f, seed, i, "s1", ledger.RoleTerminal, lpName(fmt.Sprintf("t%d", i)))
-		nodes[i] = lpStartNode(b, f, dev, dir, func(c *Config) { c.TickInterval = time.Second })
+		nodes[i] = lpStartNodeWith(b, f, dev, dir, lcfg, func(c *Config) { c.TickInterval = time.Second })
 	}
 	return nodes
 }
@@ -132,58 +137,85 @@ func BenchmarkSaleReachesAll10(b *testing.B) {
 // every pair). Reports the time to equal digests everywhere and the sync
 // bytes of the heal (sum of session BytesOut) over the encoded size of
 // the ops each replica lacked. DESIGN targets: < 1 s, ratio ≤ 1.5.
+//
+// verify=each is the deployment's work: every replica checks every
+// signature it receives, 50,000 ed25519 verifications (~67 µs each here)
+// by ten replicas sharing two cores, so it cannot go below ~1.7 s on this
+// machine whatever the protocol does. verify=shared gives the ten
+// in-process ledgers one ledger.SigCache (as the simulator does), so each
+// op is verified once per process: what the heal costs when each terminal
+// has a core of its own, as in a shop. Its figure is labelled as such in
+// docs/benchmarks.md, never quoted alone.
 func BenchmarkHealConvergence(b *testing.B) {
-	for _, links := range []string{"one", "all"} {
-		b.Run("links="+links, func(b *testing.B) {
-			var ms, ratio []float64
-			for it := 0; it < b.N; it++ {
-				b.StopTimer()
-				nodes := lpCluster(b, 81+uint64(it), 10, false)
-				ga, gb := nodes[:5], nodes[5:]
-				for _, g := range [][]*lpNode{ga, gb} {
-					for i := range g {
-						lpLink(b, g[i:i+1], g[i+1:])
+	for _, verify := range []string{"each", "shared"} {
+		for _, links := range []string{"one", "all"} {
+			b.Run("verify="+verify+"/links="+links, func(b *testing.B) {
+				var lcfg func(*ledger.Config)
+				if verify == "shared" {
+					sigs := ledger.NewSigCache()
+					lcfg = func(c *ledger.Config) { c.SigCache = sigs }
+				}
+				benchHeal(b, links, lcfg)
+			})
+		}
+	}
+}
+
+func benchHeal(b *testing.B, links string, lcfg func(*ledger.Config)) {
+	var ms, ratio []float64
+	for it := 0; it < b.N; it++ {
+		b.StopTimer()
+		nodes := lpClusterWith(b, 81+uint64(it), 10, false, lcfg)
+		ga, gb := nodes[:5], nodes[5:]
+		for _, g := range [][]*lpNode{ga, gb} {
+			for i := range g {
+				lpLink(b, g[i:i+1], g[i+1:])
+			}
+		}
+		lpWaitSessions(b, nodes, 4)
+		ctx := context.Background()
+		size := [2]int{}
+		for gi, g := range [][]*lpNode{ga, gb} {
+			// Each side takes in stock first, so sales do not oversell
+			// (10,000 open conflicts would make every Digest sort them).
+			o, err := g[0].l.Append(ctx, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "TEA", Qty: 10_000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			size[gi] += len(o.Raw())
+			for _, nd := range g {
+				for range 1000 {
+					o, err := nd.l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+					if err != nil {
+						b.Fatal(err)
 					}
-				}
-				lpWaitSessions(b, nodes, 4)
-				ctx := context.Background()
-				size := [2]int{}
-				for gi, g := range [][]*lpNode{ga, gb} {
-					for _, nd := range g {
-						for range 1000 {
-							o, err := nd.l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
-							if err != nil {
-								b.Fatal(err)
-							}
-							size[gi] += len(o.Raw())
-						}
-					}
-				}
-				lpConverge(b, 60*time.Second, "s1", ga...)
-				lpConverge(b, 60*time.Second, "s1", gb...)
-				before := lpBytesOut(nodes)
-				missing := 5*size[0] + 5*size[1] // each side's replicas lack the other side's ops
-				b.StartTimer()
-				t0 := time.Now()
-				if links == "one" {
-					lpLink(b, ga[:1], gb[:1])
-				} else {
-					lpLink(b, ga, gb)
-				}
-				lpConverge(b, 60*time.Second, "s1", nodes...)
-				elapsed := time.Since(t0)
-				b.StopTimer()
-				wire := lpBytesOut(nodes) - before
-				ms = append(ms, float64(elapsed.Microseconds())/1000)
-				ratio = append(ratio, float64(wire)/float64(missing))
-				for _, nd := range nodes {
-					nd.m.Close()
+					size[gi] += len(o.Raw())
 				}
 			}
-			b.ReportMetric(lpMedian(ms), "ms-converge")
-			b.ReportMetric(lpMedian(ratio), "wire/missing-ratio")
-		})
+		}
+		lpConverge(b, 60*time.Second, "s1", ga...)
+		lpConverge(b, 60*time.Second, "s1", gb...)
+		before := lpBytesOut(nodes)
+		missing := 5*size[0] + 5*size[1] // each side's replicas lack the other side's ops
+		b.StartTimer()
+		t0 := time.Now()
+		if links == "one" {
+			lpLink(b, ga[:1], gb[:1])
+		} else {
+			lpLink(b, ga, gb)
+		}
+		lpConverge(b, 60*time.Second, "s1", nodes...)
+		elapsed := time.Since(t0)
+		b.StopTimer()
+		wire := lpBytesOut(nodes) - before
+		ms = append(ms, float64(elapsed.Microseconds())/1000)
+		ratio = append(ratio, float64(wire)/float64(missing))
+		for _, nd := range nodes {
+			nd.m.Close()
+		}
 	}
+	b.ReportMetric(lpMedian(ms), "ms-converge")
+	b.ReportMetric(lpMedian(ratio), "wire/missing-ratio")
 }
 
 func lpBytesOut(nodes []*lpNode) uint64 {

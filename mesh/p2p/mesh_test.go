@@ -71,6 +71,12 @@ func lpLogger(tb testing.TB) *slog.Logger {
 // mesh listening on loopback TCP and QUIC.
 func lpStartNode(tb testing.TB, f *ledgertest.Fleet, dev *ledgertest.Device, dir string, tune func(*Config)) *lpNode {
 	tb.Helper()
+	return lpStartNodeWith(tb, f, dev, dir, nil, tune)
+}
+
+// lpStartNodeWith is lpStartNode with the ledger's config adjusted first.
+func lpStartNodeWith(tb testing.TB, f *ledgertest.Fleet, dev *ledgertest.Device, dir string, lcfg func(*ledger.Config), tune func(*Config)) *lpNode {
+	tb.Helper()
 	ctx := context.Background()
 	store := ledgertest.MemStore()
 	if dir != "" {
@@ -81,7 +87,11 @@ func lpStartNode(tb testing.TB, f *ledgertest.Fleet, dev *ledgertest.Device, dir
 		tb.Cleanup(func() { bs.Close() })
 		store = bs
 	}
-	l, err := f.Open(ctx, store, dev)
+	lc := f.Config(dev, nil)
+	if lcfg != nil {
+		lcfg(&lc)
+	}
+	l, err := ledger.Open(ctx, store, lc)
 	if err != nil {
 		tb.Fatal(err)
 	}
