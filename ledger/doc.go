@@ -26,6 +26,12 @@
 //   - Ops held for a missing predecessor live in memory only (bounded by
 //     Config.MaxHeld); after a restart peers send them again.
 //   - Replay on open re-reads every op: start-up time grows with the log.
+//   - ApplyBatch verifies one signature per device run (the newest op's;
+//     prev hashes cover the rest, signatures included). An op whose own
+//     signature is broken is therefore kept when a later op of the same
+//     device vouches for it: only a holder of the device's key can make
+//     that, and VerifyStored and audit verify still check every signature
+//     and report it (ProblemSignature) as evidence against the device.
 //
 // Imports: crdt, go-datastore and go-ds-badger4, the standard library.
 // Never libp2p or net: the ledger knows nothing of the network.

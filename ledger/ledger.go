@@ -137,6 +137,10 @@ type Stats struct {
 	Held      int
 	Forks     uint64
 	Commits   uint64 // durable batch commits (fsyncs with badger)
+	// SigChecks counts ed25519 verifications of remote ops: at most one
+	// per device run of a batch (ApplyBatch), so far below Applied in a
+	// catch-up.
+	SigChecks uint64
 	Rejected  map[Reason]uint64
 }
 

@@ -199,6 +199,20 @@ func (d *driver) run() {
 				err = d.call(func(context.Context) error { d.sess.Announce(news); return nil })
 			}
 		case err = <-errs:
+			// The reader queues every frame it read before it reports the
+			// stream's end: judge those first, so a peer that sends its
+			// hello and resets at once is still refused for what it said
+			// (another fleet's hello bans it; a reset alone would not).
+			for more := true; more; {
+				select {
+				case f := <-frames:
+					if serr := d.call(func(ctx context.Context) error { return d.sess.Step(ctx, f) }); serr != nil {
+						err, more = serr, false
+					}
+				default:
+					more = false
+				}
+			}
 		case <-d.ctx.Done():
 			err = context.Cause(d.ctx)
 		}
