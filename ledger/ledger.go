@@ -114,6 +114,7 @@ type Ledger struct {
 	mu         sync.Mutex
 	clock      *crdt.Clock
 	chains     map[chainKey]*chain
+	forked     map[string]int // scope → chains in it with more than one op at some seq
 	held       map[heldKey][]pendingOp
 	heldCount  int
 	certs      map[string][]*Certificate
@@ -172,6 +173,7 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 		all:     cfg.Self == nil || cfg.Self.Store == FleetScope,
 		clock:   crdt.NewClock(cfg.Now, cfg.MaxClockOffset),
 		chains:  map[chainKey]*chain{},
+		forked:  map[string]int{},
 		held:    map[heldKey][]pendingOp{},
 		certs:   map[string][]*Certificate{},
 		st:      newState(),
@@ -368,6 +370,15 @@ func opKey(o *Op) ds.Key {
 
 func certKey(c *Certificate) ds.Key {
 	return ds.KeyWithNamespaces([]string{"c", c.Device, fmt.Sprintf("%016x", c.Expiry)})
+}
+
+// placeIn places a remote or replayed op in its chain, keeping count of
+// forked chains per scope. Called under l.mu (or before Open returns).
+func (l *Ledger) placeIn(c *chain, o *Op, pl placement) {
+	if pl == placeFork && !c.forked() {
+		l.forked[o.Store]++
+	}
+	c.place(o, pl)
 }
 
 func (l *Ledger) chainOf(scope, device string) *chain {

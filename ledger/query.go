@@ -41,6 +41,23 @@ func (l *Ledger) Lacks(scope string, theirs crdt.VersionVector) []crdt.Range {
 	return theirs.Missing(l.vv[scope])
 }
 
+// Standing says, without copying anything, what a periodic summary of
+// scope would carry: the sum of the version vector (entries only grow, so
+// it changes whenever the vector does), whether theirs holds at least as
+// much of every device, and whether any chain of scope is forked.
+func (l *Ledger) Standing(scope string, theirs crdt.VersionVector) (sum uint64, covered, forked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	covered = true
+	for d, seq := range l.vv[scope] {
+		sum += seq
+		if theirs[d] < seq {
+			covered = false
+		}
+	}
+	return sum, covered, l.forked[scope] > 0
+}
+
 // Scopes lists the scopes this replica holds data for, plus its own store
 // and FleetScope, sorted.
 func (l *Ledger) Scopes() []string {

@@ -41,7 +41,7 @@ func (l *Ledger) replay(ctx context.Context) error {
 		if pl != placeNext && pl != placeFork {
 			return &CorruptError{Key: key, Err: fmt.Errorf("op %s does not link to its chain", o)}
 		}
-		c.place(o, pl)
+		l.placeIn(c, o, pl)
 		if o.Device == self {
 			l.clock.Restore(o.HLC)
 		}

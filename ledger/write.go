@@ -341,7 +341,7 @@ func (l *Ledger) isHeld(o *Op) bool {
 
 func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
 	o := p.op
-	c.place(o, pl)
+	l.placeIn(c, o, pl)
 	if o.Device == l.selfDevice() {
 		l.clock.Restore(o.HLC)
 	} else if err := l.clock.Update(o.HLC); err != nil {

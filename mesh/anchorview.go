@@ -16,14 +16,7 @@ type AnchorView struct {
 	mu    sync.Mutex
 	acked map[string]crdt.VersionVector
 	seen  int64 // Unix ns, by the reporting anchor's or peer's clock
-	told  int64 // seen as of the last generation bump it caused
-	gen   uint64
 }
-
-// seenResolution: a newer contact time is news worth a summary only once it
-// is this much newer, so steady anchor traffic does not make every node
-// re-summarise to every peer on every tick.
-const seenResolution = 10e9
 
 // NewAnchorView returns an empty view.
 func NewAnchorView() *AnchorView { return &AnchorView{acked: map[string]crdt.VersionVector{}} }
@@ -33,6 +26,14 @@ func (v *AnchorView) Acked(scope string) crdt.VersionVector {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.acked[scope].Clone()
+}
+
+// AckedSum is the sum of Acked(scope), without copying it: it changes
+// whenever the vector does.
+func (v *AnchorView) AckedSum(scope string) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.acked[scope].Sum()
 }
 
 // Seen returns when an anchor was last heard from (Unix ns; 0: never).
@@ -53,23 +54,10 @@ func (v *AnchorView) merge(scope string, acked crdt.VersionVector, seen, now int
 			have = crdt.VersionVector{}
 			v.acked[scope] = have
 		}
-		if !have.Dominates(acked) {
-			have.Merge(acked)
-			v.gen++
-		}
+		have.Merge(acked)
 	}
 	seen = min(seen, now)
 	if seen > v.seen {
 		v.seen = seen
-		if seen-v.told >= seenResolution {
-			v.told = seen
-			v.gen++
-		}
 	}
-}
-
-func (v *AnchorView) generation() uint64 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.gen
 }

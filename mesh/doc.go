@@ -18,6 +18,12 @@
 //     sessions) for each missing range, so bytes on the wire follow what is
 //     missing. New local ops are pushed at once; ops fresh from their
 //     author are relayed one hop (TakeRelay).
+//   - Anti-entropy is periodic but quiet: a scope's summary is skipped
+//     while nothing it would say is news to the peer (our vector unchanged
+//     and acknowledged, no fork or differing head, HQ's holdings unchanged),
+//     down to one full summary per keepalive; an anchor, and a node with
+//     fresh news of one, send a small heartbeat instead, so "last HQ
+//     contact" stays fresh. Idle shops' traffic is mostly keepalives.
 //
 // HAZARD: Push must not be called from inside a Step of the same session:
 // the ledger's subscribers run inside ApplyBatch. Queue and push after.

@@ -81,8 +81,13 @@ type SessionConfig struct {
 	// RetryTicks between repeats of an unanswered hello. 3.
 	RetryTicks int
 	// SummaryTicks between unprompted summaries (anti-entropy: it repairs
-	// lost frames and carries news across more than one hop). 5.
+	// lost frames and carries news across more than one hop). 5. A scope
+	// that is quiet (see Session.quiet) skips them.
 	SummaryTicks int
+	// KeepaliveTicks bounds how long a quiet scope goes without a full
+	// summary: it refreshes what the peer knows of HQ's contact time and
+	// repairs anything the quiet rule cannot see. 6 × SummaryTicks.
+	KeepaliveTicks int
 }
 
 func (c *SessionConfig) fill() {
@@ -104,6 +109,9 @@ func (c *SessionConfig) fill() {
 	if c.SummaryTicks <= 0 {
 		c.SummaryTicks = 5
 	}
+	if c.KeepaliveTicks <= 0 {
+		c.KeepaliveTicks = 6 * c.SummaryTicks
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -120,13 +128,17 @@ type SessionStats struct {
 
 // scopeState is what the session knows of one shared scope.
 type scopeState struct {
-	acked  crdt.VersionVector // the peer holds these durably (its summaries)
-	sent   crdt.VersionVector // the peer has, or was pushed, up to here
-	synced bool               // a full summary arrived: sent is meaningful
-	behind bool               // acked may hold ops we lack: pull on tick
-	ackDue map[string]bool    // devices whose ops arrived since our last ack
-	told   uint64             // sum of the vector in our last summary (entries only grow)
-	forks  map[string]string  // fork digests already exchanged, device → digest
+	acked  crdt.VersionVector  // the peer holds these durably (its summaries)
+	sent   crdt.VersionVector  // the peer has, or was pushed, up to here
+	synced bool                // a full summary arrived: sent is meaningful
+	behind bool                // acked may hold ops we lack: pull on tick
+	ackDue map[string]bool     // devices whose ops arrived since our last ack
+	told   uint64              // sum of the vector in our last summary (entries only grow)
+	forks  map[string]forkMemo // fork requests and sends made, "want:"/"head:"/"sent:" + device
+
+	toldTick   int    // our tick when we sent that summary
+	toldAnchor uint64 // sum of the anchor vector it carried
+	peerQuiet  bool   // the peer's last full summary: no forks, no head we hold differently
 }
 
 // Session is the sync protocol with one peer as a pure state machine
@@ -135,21 +147,22 @@ type scopeState struct {
 // time only through cfg.Now. The ledger is its storage. Not safe for
 // concurrent use: the driver serialises calls.
 type Session struct {
-	l     *ledger.Ledger
-	cfg   SessionConfig
-	log   *slog.Logger
-	out   [][]byte
-	tick  int
-	err   error
-	hello bool // peer's hello verified
-	peer  *ledger.Certificate
-	all   bool            // peer replicates every store
-	peerS map[string]bool // peer's scopes when !all
-	sc    map[string]*scopeState
-	order []string     // keys of sc, sorted
-	relay []*ledger.Op // fresh ops from their author, for the driver to push on
-	news  []string     // scopes in which pulled ops were applied, for Announce
-	stats SessionStats
+	l        *ledger.Ledger
+	cfg      SessionConfig
+	log      *slog.Logger
+	out      [][]byte
+	tick     int
+	err      error
+	hello    bool // peer's hello verified
+	peer     *ledger.Certificate
+	all      bool            // peer replicates every store
+	peerS    map[string]bool // peer's scopes when !all
+	sc       map[string]*scopeState
+	order    []string     // keys of sc, sorted
+	relay    []*ledger.Op // fresh ops from their author, for the driver to push on
+	toldSeen int64        // the anchor contact time in our last summary to the peer
+	news     []string     // scopes in which pulled ops were applied, for Announce
+	stats    SessionStats
 }
 
 // NewSession starts a session with the peer described by cfg over l.
@@ -315,7 +328,7 @@ func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
 	s.peerS = map[string]bool{cert.Store: true, ledger.FleetScope: true}
 	s.log = s.log.With("peer_name", cert.Name, "peer_store", cert.Store, "peer_role", cert.Role)
 	s.log.Info("sync session established")
-	s.summarise()
+	s.summarise(false)
 	return nil
 }
 
@@ -327,7 +340,7 @@ func (s *Session) shared(scope string) bool {
 func (s *Session) scope(scope string) *scopeState {
 	st := s.sc[scope]
 	if st == nil {
-		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]string{}}
+		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]forkMemo{}}
 		s.sc[scope] = st
 		s.order = append(s.order, scope)
 		slices.Sort(s.order)
@@ -335,25 +348,73 @@ func (s *Session) scope(scope string) *scopeState {
 	return st
 }
 
-// summarise sends a summary of every shared scope we hold.
-func (s *Session) summarise() {
+// summarise sends a summary of every shared scope we hold; periodic
+// summaries skip quiet scopes. When every scope is quiet, a heartbeat
+// keeps the peer's "last HQ contact" fresh: an anchor sends an empty
+// acknowledgement every period, and a node that has heard of an anchor
+// since it last told this peer (seenRefresh) passes the contact time on.
+func (s *Session) summarise(periodic bool) {
+	sent := false
 	for _, sc := range s.l.Scopes() {
-		if s.shared(sc) {
-			s.scope(sc)
-			s.sendSummary(sc)
+		if !s.shared(sc) {
+			continue
 		}
+		st := s.scope(sc)
+		if periodic && s.quiet(sc, st) {
+			continue
+		}
+		s.sendSummary(sc)
+		sent = true
 	}
+	if sent || s.all || s.peer == nil {
+		return
+	}
+	hb := &summaryMsg{Scope: s.peer.Store, VV: crdt.VersionVector{}, Partial: true}
+	if s.l.Self().Role != ledger.RoleAnchor {
+		seen := s.cfg.Anchor.Seen()
+		if seen-s.toldSeen < int64(seenRefresh) {
+			return
+		}
+		hb.AnchorSeen, s.toldSeen = seen, seen
+	}
+	s.emit(msgSummary, hb)
+}
+
+// seenRefresh is how much newer news of HQ must be before a quiet session
+// passes it on: a terminal behind a hub knows within this (plus a summary
+// period) that HQ is reachable, well inside the node's OfflineAfter.
+const seenRefresh = 10 * time.Second
+
+// quiet reports whether a periodic summary of scope would tell the peer
+// nothing: our vector has not changed since our last summary, the peer has
+// acknowledged all of it, neither side has a fork in the scope or a head
+// the other holds differently, what we know of HQ's holdings has not
+// changed, and the last full summary is younger than KeepaliveTicks. Idle
+// shops then exchange a full summary per keepalive, not per period: most
+// of the idle traffic on a metered uplink.
+func (s *Session) quiet(scope string, st *scopeState) bool {
+	if !st.synced || !st.peerQuiet || s.tick-st.toldTick >= s.cfg.KeepaliveTicks {
+		return false
+	}
+	sum, covered, forked := s.l.Standing(scope, st.acked)
+	if sum != st.told || !covered || forked {
+		return false
+	}
+	return s.all || s.cfg.Anchor.AckedSum(scope) == st.toldAnchor
 }
 
 func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
-	if st := s.sc[scope]; st != nil {
-		clear(st.ackDue) // the full vector acknowledges them
-		st.told = m.VV.Sum()
-	}
 	if !s.all { // an anchor knows better than we do what it holds
 		m.Anchor = s.cfg.Anchor.Acked(scope)
 		m.AnchorSeen = s.cfg.Anchor.Seen()
+		s.toldSeen = max(s.toldSeen, m.AnchorSeen)
+	}
+	if st := s.sc[scope]; st != nil {
+		clear(st.ackDue) // the full vector acknowledges them
+		st.told = m.VV.Sum()
+		st.toldTick = s.tick
+		st.toldAnchor = m.Anchor.Sum()
 	}
 	if heads := s.l.Heads(scope); len(heads) > 0 {
 		m.Heads = make(map[string][]byte, len(heads))
@@ -393,9 +454,11 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		return nil
 	}
 	st.synced = true
-	if err := s.exchangeForks(ctx, m.Scope, st, m.VV, m.Heads, m.Forks); err != nil {
+	agree, err := s.exchangeForks(ctx, m.Scope, st, m.VV, m.Heads, m.Forks)
+	if err != nil {
 		return s.fail(err)
 	}
+	st.peerQuiet = agree && len(m.Forks) == 0
 	s.pull(m.Scope, st)
 	return nil
 }
@@ -417,19 +480,40 @@ func (s *Session) pull(scope string, st *scopeState) {
 	}
 }
 
+// forkMemo records a fork request or send: the digest or head it was
+// about, and when.
+type forkMemo struct {
+	digest string
+	tick   int
+}
+
+// remember reports whether a fork exchange about digest should be made
+// now, and records it: not when the same one was made within the last
+// KeepaliveTicks (the peer keeps reporting the same digest while the
+// answer is on its way), again after that (it was lost).
+func (s *Session) remember(st *scopeState, key string, digest []byte) bool {
+	if m, ok := st.forks[key]; ok && m.digest == string(digest) && s.tick-m.tick < s.cfg.KeepaliveTicks {
+		return false
+	}
+	st.forks[key] = forkMemo{string(digest), s.tick}
+	return true
+}
+
 // exchangeForks asks for fork branches the peer has and we lack, and sends
-// the ones we have that the peer lacks.
-func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeState, vv crdt.VersionVector, heads, theirs map[string][]byte) error {
+// the ones we have that the peer lacks. agree is false when some head of
+// the peer is not the op we hold at its seq.
+func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeState, vv crdt.VersionVector, heads, theirs map[string][]byte) (agree bool, err error) {
+	agree = true
 	// A head we do not hold at its seq is a branch we lack.
 	for _, d := range slices.Sorted(maps.Keys(heads)) {
 		seq := vv[d]
 		if held, match := s.l.HoldsAt(scope, d, seq, heads[d]); !held || match {
 			continue
 		}
-		if st.forks["head:"+d] == string(heads[d]) {
+		agree = false
+		if !s.remember(st, "head:"+d, heads[d]) {
 			continue
 		}
-		st.forks["head:"+d] = string(heads[d])
 		s.emit(msgWant, &wantMsg{Scope: scope, Device: d})
 	}
 	ours := s.l.ForkDigests(scope)
@@ -438,10 +522,9 @@ func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeStat
 		if o, ok := ours[d]; ok && bytes.Equal(o[:], h) {
 			continue
 		}
-		if st.forks["want:"+d] == string(h) {
+		if !s.remember(st, "want:"+d, h) {
 			continue
 		}
-		st.forks["want:"+d] = string(h)
 		s.emit(msgWant, &wantMsg{Scope: scope, Device: d})
 	}
 	for _, d := range slices.Sorted(maps.Keys(ours)) {
@@ -449,15 +532,14 @@ func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeStat
 		if t, ok := theirs[d]; ok && bytes.Equal(t, h[:]) {
 			continue
 		}
-		if st.forks["sent:"+d] == string(h[:]) {
+		if !s.remember(st, "sent:"+d, h[:]) {
 			continue
 		}
-		st.forks["sent:"+d] = string(h[:])
 		if err := s.sendRange(ctx, scope, d, 0, 0); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return agree, nil
 }
 
 func (s *Session) sendRange(ctx context.Context, scope, device string, after, through uint64) error {
@@ -670,7 +752,7 @@ func (s *Session) Tick(ctx context.Context) error {
 		return nil
 	}
 	if s.tick%s.cfg.SummaryTicks == 0 {
-		s.summarise()
+		s.summarise(true)
 	}
 	for _, sc := range s.order {
 		s.flushAck(sc, s.sc[sc])

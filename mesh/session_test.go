@@ -41,6 +41,8 @@ type harness struct {
 	drop   float64 // probability a frame is lost
 	dup    float64 // probability a frame is delivered twice
 	frames int
+	cut    map[[2]int]bool // frames from→to that are lost
+	sent   func(from, to int, b []byte)
 }
 
 func newHarness(t *testing.T, seed uint64) *harness {
@@ -89,6 +91,9 @@ func (h *harness) flush(from, to int) {
 		return
 	}
 	for _, b := range s.Ready() {
+		if h.sent != nil {
+			h.sent(from, to, b)
+		}
 		h.queue = append(h.queue, frameMsg{from, to, b})
 	}
 }
@@ -133,7 +138,7 @@ func (h *harness) deliver() bool {
 	k := h.rng.IntN(len(h.queue))
 	f := h.queue[k]
 	h.queue = slices.Delete(h.queue, k, k+1)
-	if h.rng.Float64() < h.drop {
+	if h.rng.Float64() < h.drop || h.cut[[2]int{f.from, f.to}] {
 		return true
 	}
 	if h.rng.Float64() < h.dup {
@@ -407,5 +412,249 @@ func TestCatchUpCrossesHopsWithoutTicks(t *testing.T) {
 	}
 	if got := len(h.nodes[3].l.Sales("s1")); got != 1500 {
 		t.Fatalf("node 3 holds %d sales, want 1500", got)
+	}
+}
+
+// summaryCounter counts the full summaries each node sends, and the
+// anchors' heartbeats (empty partial summaries).
+type summaryCounter struct{ full, heartbeats map[int]int }
+
+func countSummaries(h *harness) *summaryCounter {
+	c := &summaryCounter{full: map[int]int{}, heartbeats: map[int]int{}}
+	h.sent = func(from, _ int, b []byte) {
+		t, msg, err := decodeFrame(b)
+		if err != nil || t != msgSummary {
+			return
+		}
+		switch m := msg.(*summaryMsg); {
+		case !m.Partial:
+			c.full[from]++
+		case len(m.VV) == 0:
+			c.heartbeats[from]++
+		}
+	}
+	return c
+}
+
+func (c *summaryCounter) total() int {
+	n := 0
+	for _, v := range c.full {
+		n += v
+	}
+	return n
+}
+
+// TestQuietSummaries: idle peers that hold the same ops send full
+// summaries once per keepalive, not once per summary period; a change, or
+// a frame lost before the peer acknowledged it, brings them back at once.
+func TestQuietSummaries(t *testing.T) {
+	h := newHarness(t, 21)
+	for range 3 {
+		h.addNode("s1", ledger.RoleTerminal)
+	}
+	h.connect(0, 1)
+	h.connect(1, 2)
+	for k := 0; k < 10; k++ {
+		h.sell(k%3, "TEA", 1)
+	}
+	scopes := []string{"s1", ledger.FleetScope}
+	h.run(scopes, 30)
+	h.settle(10) // acknowledgements settle: everyone knows everyone holds everything
+
+	c := countSummaries(h)
+	h.settle(60)
+	// 4 session ends × 2 scopes; a keepalive every 30 ticks, so 2 each in
+	// 60 ticks (12 each if every period sent one).
+	if got := c.total(); got == 0 || got > 4*2*3 {
+		t.Fatalf("%d full summaries in 60 idle ticks, want 1..24", got)
+	}
+
+	// A push lost on the wire: node 0's next periodic summary (its vector
+	// changed) tells node 1, which pulls; node 1 passes it on to node 2.
+	h.cut = map[[2]int]bool{{0, 1}: true}
+	h.sell(0, "TEA", 1)
+	for h.deliver() {
+	}
+	h.cut = nil
+	if ticks := h.run(scopes, 30); ticks > 2*5 {
+		t.Fatalf("a lost push took %d ticks to repair, want at most two summary periods", ticks)
+	}
+}
+
+// TestQuietSummariesStillFindForks: two replicas, quiet with each other,
+// each learn a different branch of a restored device at the same seq, and
+// neither branch reaches the other directly: node 1 gets one pushed while
+// its frames to node 2 are lost, node 2 pulls the other from the restored
+// device. Node 1 has heard node 2's summary (so node 2 covers its vector),
+// but the head in it differs from node 1's: that alone must keep node 1
+// summarising, so the fork crosses within a few periods of the heal, not
+// at the next keepalive.
+func TestQuietSummariesStillFindForks(t *testing.T) {
+	h := newHarness(t, 22)
+	a := h.addNode("s1", ledger.RoleTerminal)
+	h.addNode("s1", ledger.RoleTerminal)
+	h.addNode("s1", ledger.RoleTerminal)
+	cfg := h.fleet.Config(a.dev, nil)
+	cfg.Now = h.clock
+	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}})
+	h.connect(0, 1)
+	h.connect(1, 2)
+	h.settle(40) // quiet: nothing sold yet, everyone acknowledged
+
+	h.cut = map[[2]int]bool{{1, 2}: true}
+	for k := 0; k < 5; k++ {
+		h.sell(0, "TEA", 1)    // reaches node 1 only
+		h.sell(3, "COFFEE", 1) // the same seqs, offline
+	}
+	h.connect(3, 2) // node 2 pulls the restored branch: not relayed
+	h.settle(8)
+	if got := h.nodes[1].sess[2].Acked("s1")[a.dev.ID()]; got != 5 {
+		t.Fatalf("node 1 knows node 2 holds %d of the device's ops, want 5 (the other branch)", got)
+	}
+	if len(h.nodes[1].l.Forks()) != 0 || len(h.nodes[2].l.Forks()) != 0 {
+		t.Fatal("a branch crossed during the cut")
+	}
+	h.cut = nil
+	if ticks := h.run([]string{"s1"}, 40); ticks > 15 {
+		t.Fatalf("the fork took %d ticks to cross after the heal, want well before the keepalive (30)", ticks)
+	}
+	for i := 1; i <= 2; i++ {
+		if f := h.nodes[i].l.Forks(); len(f) != 1 || f[0].Device != a.dev.ID() {
+			t.Fatalf("node %d forks %+v", i, f)
+		}
+		if got := len(h.nodes[i].l.Sales("s1")); got != 10 {
+			t.Fatalf("node %d holds %d sales, want both branches' 10", i, got)
+		}
+	}
+}
+
+// TestForkRequestRepeatedAfterKeepalive: a request for a fork branch is
+// not repeated while the peer keeps reporting the same fork digest (the
+// answer may be on its way), and is repeated once a keepalive period has
+// passed without it (it was lost).
+func TestForkRequestRepeatedAfterKeepalive(t *testing.T) {
+	h := newHarness(t, 24)
+	a := h.addNode("s1", ledger.RoleTerminal)
+	x := h.addNode("s1", ledger.RoleTerminal) // will hold both branches
+	y := h.addNode("s1", ledger.RoleTerminal) // holds one
+	cfg := h.fleet.Config(a.dev, nil)
+	cfg.Now = h.clock
+	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var branchA, branchB [][]byte
+	for k := 0; k < 3; k++ {
+		o, err := a.l.Append(h.ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		branchA = append(branchA, o.Raw())
+		if o, err = restored.Append(h.ctx, "s1", ledger.KindSale, ledgertest.Sale("BUN", 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+		branchB = append(branchB, o.Raw())
+	}
+	for _, n := range []*simNode{x, y} {
+		if _, err := n.l.AddCertificate(h.ctx, a.dev.Cert.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := x.l.ApplyBatch(h.ctx, append(slices.Clone(branchA), branchB...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := y.l.ApplyBatch(h.ctx, branchA); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.l.Forks()) != 1 {
+		t.Fatal("x did not flag the fork")
+	}
+	newSession := func(self, peer *simNode) *Session {
+		return NewSession(self.l, SessionConfig{RemoteID: peer.dev.ID(), RemotePub: peer.dev.Cert.PubKey, Now: h.clock})
+	}
+	sx, sy := newSession(x, y), newSession(y, x)
+	sx.Start(h.ctx)
+	sy.Start(h.ctx)
+	hx, hy := sx.Ready(), sy.Ready()
+	if err := sx.Step(h.ctx, hy[0]); err != nil {
+		t.Fatal(err)
+	}
+	var summary []byte // x's summary of s1, with its fork digest
+	for _, b := range sx.Ready() {
+		if _, m, _ := decodeFrame(b); m.(*summaryMsg).Scope == "s1" {
+			summary = b
+		}
+	}
+	if err := sy.Step(h.ctx, hx[0]); err != nil {
+		t.Fatal(err)
+	}
+	sy.Ready()
+	wants := func() int {
+		if err := sy.Step(h.ctx, summary); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, b := range sy.Ready() {
+			if t, m, _ := decodeFrame(b); t == msgWant && m.(*wantMsg).Device == a.dev.ID() {
+				n++
+			}
+		}
+		return n
+	}
+	if n := wants(); n != 1 {
+		t.Fatalf("%d requests for the branch on the first summary, want 1", n)
+	}
+	if n := wants(); n != 0 {
+		t.Fatalf("%d requests on the same digest again, want 0 (the answer may be on its way)", n)
+	}
+	for range sy.cfg.KeepaliveTicks {
+		if err := sy.Tick(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+		sy.Ready()
+	}
+	if n := wants(); n != 1 {
+		t.Fatalf("%d requests a keepalive period later, want 1 (the answer was lost)", n)
+	}
+}
+
+// TestAnchorHeartbeat: an anchor quiet with a store's uplink still sends
+// it an empty acknowledgement every summary period, and the uplink passes
+// the contact time on to a terminal behind it at least every seenRefresh,
+// so "last HQ contact" stays fresh everywhere while nothing is sold.
+func TestAnchorHeartbeat(t *testing.T) {
+	h := newHarness(t, 23)
+	m := h.addNode("s1", ledger.RoleManager)
+	h.addNode(ledger.FleetScope, ledger.RoleAnchor)
+	term := h.addNode("s1", ledger.RoleTerminal)
+	h.connect(0, 1)
+	h.connect(0, 2) // the terminal reaches HQ only through the manager
+	h.sell(0, "TEA", 1)
+	h.run([]string{"s1", ledger.FleetScope}, 20)
+	h.settle(40)
+	c := countSummaries(h)
+	for range 6 {
+		seen, relayed := m.anchors.Seen(), term.anchors.Seen()
+		h.settle(5)
+		if m.anchors.Seen() <= seen {
+			t.Fatal("a summary period passed without news of the anchor at the manager")
+		}
+		h.settle(10)
+		if term.anchors.Seen() <= relayed {
+			t.Fatal("15 ticks passed without news of the anchor at the terminal")
+		}
+	}
+	if c.heartbeats[1] == 0 || c.heartbeats[0] == 0 {
+		t.Fatalf("heartbeats sent: %v", c.heartbeats)
+	}
+	if c.full[1] > 2*4 { // two scopes, a keepalive each per 30 ticks
+		t.Fatalf("the quiet anchor sent %d full summaries in 90 ticks", c.full[1])
+	}
+	if c.full[0] > 2*2*4 {
+		t.Fatalf("the quiet manager sent %d full summaries in 90 ticks", c.full[0])
 	}
 }

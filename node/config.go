@@ -44,7 +44,8 @@ type Config struct {
 	MDNSInterface string
 	// OfflineAfter: with no frame from an anchor for this long, the node
 	// is offline and the store's offline policy applies. 60 s: twelve
-	// anchor summaries (every 5 s) missed is not a blip.
+	// anchor summaries or heartbeats (every 5 s; relayed by peers at least
+	// every 15 s) missed is not a blip.
 	OfflineAfter time.Duration
 	// MaxBody bounds a request body: 64 KiB, far above a 200-line sale.
 	MaxBody int64

@@ -129,6 +129,7 @@ func (w *world) connect(e *event) {
 			RemoteID: p.dev.ID(), RemotePub: p.dev.Cert.PubKey, Found: "sim", Pulls: n.pulls, Anchor: n.anchor,
 			Now:        func() int64 { return n.clk.at(w.now) },
 			BatchBytes: t.BatchBytes, MaxPull: t.MaxPull, RetryTicks: t.RetryTicks, SummaryTicks: t.SummaryTicks,
+			KeepaliveTicks: t.KeepaliveTicks,
 		})
 	}
 	w.rep.Wire.Sessions++

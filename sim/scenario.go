@@ -87,10 +87,11 @@ type ExtraLink struct {
 
 // SessionTuning overrides mesh.SessionConfig defaults (0 keeps them).
 type SessionTuning struct {
-	BatchBytes   int    `json:"batch_bytes,omitempty"`
-	MaxPull      uint64 `json:"max_pull,omitempty"`
-	RetryTicks   int    `json:"retry_ticks,omitempty"`
-	SummaryTicks int    `json:"summary_ticks,omitempty"`
+	BatchBytes     int    `json:"batch_bytes,omitempty"`
+	MaxPull        uint64 `json:"max_pull,omitempty"`
+	RetryTicks     int    `json:"retry_ticks,omitempty"`
+	SummaryTicks   int    `json:"summary_ticks,omitempty"`
+	KeepaliveTicks int    `json:"keepalive_ticks,omitempty"`
 }
 
 // Workload is the random trade of every selling device (terminals and
