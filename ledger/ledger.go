@@ -3,9 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -404,6 +407,29 @@ func (l *Ledger) countReject(o *Op, err error) {
 	l.log.Warn("op rejected", attrs...)
 }
 
+// opKeyOf is /o/SCOPE/DEVICE/SEQ(16 hex digits)/HASH(first 8 bytes, hex).
+// Scope and device are plain path segments in practice (store ids and
+// peer ids): the key is then built directly, without the clean-up pass
+// of ds.NewKey, which leaves such a path as it is. Anything else takes the
+// general path, so both give the same key for every input.
 func opKeyOf(scope, device string, seq uint64, h Hash) ds.Key {
-	return ds.KeyWithNamespaces([]string{"o", scope, device, fmt.Sprintf("%016x", seq), h.Short()})
+	if !plainSegment(scope) || !plainSegment(device) {
+		return ds.KeyWithNamespaces([]string{"o", scope, device, fmt.Sprintf("%016x", seq), h.Short()})
+	}
+	b := make([]byte, 0, len("/o///")+len(scope)+len(device)+16+1+16)
+	b = append(b, "/o/"...)
+	b = append(b, scope...)
+	b = append(b, '/')
+	b = append(b, device...)
+	b = append(b, '/')
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], seq)
+	b = hex.AppendEncode(b, n[:])
+	b = append(b, '/')
+	b = hex.AppendEncode(b, h[:8])
+	return ds.RawKey(string(b))
+}
+
+func plainSegment(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsRune(s, '/')
 }

@@ -52,7 +52,7 @@ func (o *Op) Raw() []byte { return o.raw }
 func (o *Op) Hash() Hash { return o.hash }
 
 // ID is the op hash's short form; a sale's id.
-func (o *Op) ID() string { return o.hash.Short() + o.hash.String()[16:24] }
+func (o *Op) ID() string { return hex.EncodeToString(o.hash[:12]) }
 
 func (o *Op) String() string {
 	return fmt.Sprintf("%s/%s/%d(%s)", o.Store, o.Device, o.Seq, o.Kind)

@@ -242,6 +242,9 @@ func (l *Ledger) Forks() []Fork {
 func (l *Ledger) ForkDigests(scope string) map[string]Hash {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.forked[scope] == 0 {
+		return nil // a nil map reads as empty; most scopes have no fork
+	}
 	out := map[string]Hash{}
 	for d, seq := range l.vv[scope] { // every chain of scope has an entry
 		if c := l.chains[chainKey{scope, d}]; c != nil && c.forked() {

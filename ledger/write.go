@@ -461,14 +461,21 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 // concurrent use; a nil *SigCache remembers nothing.
 type SigCache struct {
 	mu sync.Mutex
-	m  map[string]struct{}
+	m  map[sigCacheKey]struct{}
+}
+
+type sigCacheKey struct {
+	op  Hash
+	pub [ed25519.PublicKeySize]byte
 }
 
 // NewSigCache returns an empty cache.
-func NewSigCache() *SigCache { return &SigCache{m: map[string]struct{}{}} }
+func NewSigCache() *SigCache { return &SigCache{m: map[sigCacheKey]struct{}{}} }
 
-func sigCacheKey(o *Op, pub ed25519.PublicKey) string {
-	return string(o.hash[:]) + string(pub)
+func sigKey(o *Op, pub ed25519.PublicKey) sigCacheKey {
+	k := sigCacheKey{op: o.hash}
+	copy(k.pub[:], pub)
+	return k
 }
 
 func (s *SigCache) known(o *Op, pub ed25519.PublicKey) bool {
@@ -477,7 +484,7 @@ func (s *SigCache) known(o *Op, pub ed25519.PublicKey) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.m[sigCacheKey(o, pub)]
+	_, ok := s.m[sigKey(o, pub)]
 	return ok
 }
 
@@ -486,6 +493,6 @@ func (s *SigCache) add(o *Op, pub ed25519.PublicKey) {
 		return
 	}
 	s.mu.Lock()
-	s.m[sigCacheKey(o, pub)] = struct{}{}
+	s.m[sigKey(o, pub)] = struct{}{}
 	s.mu.Unlock()
 }
