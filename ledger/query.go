@@ -41,21 +41,34 @@ func (l *Ledger) Lacks(scope string, theirs crdt.VersionVector) []crdt.Range {
 	return theirs.Missing(l.vv[scope])
 }
 
-// Standing says, without copying anything, what a periodic summary of
-// scope would carry: the sum of the version vector (entries only grow, so
-// it changes whenever the vector does), whether theirs holds at least as
-// much of every device, and whether any chain of scope is forked.
-func (l *Ledger) Standing(scope string, theirs crdt.VersionVector) (sum uint64, covered, forked bool) {
+// EachHead calls fn with every device of scope, its version vector entry
+// and the hash of the first op placed there, under the ledger's lock (fn
+// must not call the ledger), until fn returns false. all is whether fn
+// always returned true; forked whether any chain of scope is forked. Sync
+// asks it of every peer every summary period: it copies nothing.
+func (l *Ledger) EachHead(scope string, fn func(device string, seq uint64, head *Hash) bool) (all, forked bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	covered = true
+	forked = l.forked[scope] > 0
 	for d, seq := range l.vv[scope] {
-		sum += seq
-		if theirs[d] < seq {
-			covered = false
+		c := l.chains[chainKey{scope, d}]
+		if seq == 0 || c == nil {
+			continue
+		}
+		if !fn(d, seq, &c.main[seq-1]) {
+			return false, forked
 		}
 	}
-	return sum, covered, l.forked[scope] > 0
+	return true, forked
+}
+
+// HasScope reports whether this replica holds scope: its own store,
+// FleetScope, or a store it has data of.
+func (l *Ledger) HasScope(scope string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.vv[scope]
+	return ok || scope == FleetScope || (l.cfg.Self != nil && scope == l.cfg.Self.Store)
 }
 
 // Scopes lists the scopes this replica holds data for, plus its own store

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,8 +86,9 @@ type SessionConfig struct {
 	// that is quiet (see Session.quiet) skips them.
 	SummaryTicks int
 	// KeepaliveTicks bounds how long a quiet scope goes without a full
-	// summary: it refreshes what the peer knows of HQ's contact time and
-	// repairs anything the quiet rule cannot see. 6 × SummaryTicks.
+	// summary, a backstop for anything the quiet rule cannot see, and how
+	// long an unanswered fork request waits before it is repeated.
+	// 12 × SummaryTicks (a minute).
 	KeepaliveTicks int
 }
 
@@ -110,7 +112,7 @@ func (c *SessionConfig) fill() {
 		c.SummaryTicks = 5
 	}
 	if c.KeepaliveTicks <= 0 {
-		c.KeepaliveTicks = 6 * c.SummaryTicks
+		c.KeepaliveTicks = 12 * c.SummaryTicks
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -139,6 +141,35 @@ type scopeState struct {
 	toldTick   int    // our tick when we sent that summary
 	toldAnchor uint64 // sum of the anchor vector it carried
 	peerQuiet  bool   // the peer's last full summary: no forks, no head we hold differently
+
+	// peerHas is, per device, the newest op the peer is known to hold: a
+	// head from its full summary, an op it sent us, or an op we sent it
+	// that it has since acknowledged (sentHead, until then). Holding an op
+	// means holding its whole chain, so when the peer holds our head of
+	// every device, a summary of ours would tell it nothing.
+	peerHas  map[string]headAt
+	sentHead map[string]headAt
+	owed     bool // the peer has had no full summary of ours: send one
+}
+
+// headAt names one op of a device: its seq and the first bytes of its hash.
+type headAt struct {
+	seq    uint64
+	prefix [headLen]byte
+}
+
+func headOf(seq uint64, h []byte) headAt {
+	a := headAt{seq: seq}
+	copy(a.prefix[:], h)
+	return a
+}
+
+// learn records that the peer holds op a (of device d) when it is newer
+// than what was known.
+func (st *scopeState) learn(m map[string]headAt, d string, a headAt) {
+	if a.seq > m[d].seq {
+		m[d] = a
+	}
 }
 
 // Session is the sync protocol with one peer as a pure state machine
@@ -155,8 +186,8 @@ type Session struct {
 	err      error
 	hello    bool // peer's hello verified
 	peer     *ledger.Certificate
-	all      bool            // peer replicates every store
-	peerS    map[string]bool // peer's scopes when !all
+	all      bool   // peer replicates every store
+	peerS    string // the peer's store (with FleetScope, its scopes) when !all
 	sc       map[string]*scopeState
 	order    []string     // keys of sc, sorted
 	relay    []*ledger.Op // fresh ops from their author, for the driver to push on
@@ -325,7 +356,7 @@ func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
 	}
 	s.hello, s.peer = true, cert
 	s.all = cert.Role == ledger.RoleAnchor
-	s.peerS = map[string]bool{cert.Store: true, ledger.FleetScope: true}
+	s.peerS = cert.Store
 	s.log = s.log.With("peer_name", cert.Name, "peer_store", cert.Store, "peer_role", cert.Role)
 	s.log.Info("sync session established")
 	s.summarise(false)
@@ -334,13 +365,14 @@ func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
 
 // shared reports whether both sides replicate scope.
 func (s *Session) shared(scope string) bool {
-	return s.l.HoldsScope(scope) && (s.all || s.peerS[scope])
+	return (s.all || scope == s.peerS || scope == ledger.FleetScope) && s.l.HoldsScope(scope)
 }
 
 func (s *Session) scope(scope string) *scopeState {
 	st := s.sc[scope]
 	if st == nil {
-		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]forkMemo{}}
+		st = &scopeState{acked: crdt.VersionVector{}, sent: crdt.VersionVector{}, forks: map[string]forkMemo{},
+			peerHas: map[string]headAt{}, sentHead: map[string]headAt{}}
 		s.sc[scope] = st
 		s.order = append(s.order, scope)
 		slices.Sort(s.order)
@@ -355,13 +387,17 @@ func (s *Session) scope(scope string) *scopeState {
 // since it last told this peer (seenRefresh) passes the contact time on.
 func (s *Session) summarise(periodic bool) {
 	sent := false
-	for _, sc := range s.l.Scopes() {
-		if !s.shared(sc) {
-			continue
-		}
+	for _, sc := range s.scopes() {
 		st := s.scope(sc)
-		if periodic && s.quiet(sc, st) {
-			continue
+		if periodic {
+			switch s.newsOf(sc, st) {
+			case newsNone:
+				continue
+			case newsAnchor:
+				s.sendAnchorNews(sc, st)
+				sent = true
+				continue
+			}
 		}
 		s.sendSummary(sc)
 		sent = true
@@ -380,27 +416,67 @@ func (s *Session) summarise(periodic bool) {
 	s.emit(msgSummary, hb)
 }
 
+// scopes lists the scopes both sides replicate and we hold, sorted.
+func (s *Session) scopes() []string {
+	if s.all {
+		return slices.DeleteFunc(s.l.Scopes(), func(sc string) bool { return !s.shared(sc) })
+	}
+	var out []string
+	for _, sc := range []string{ledger.FleetScope, s.peerS} { // "*" sorts first
+		if (len(out) == 0 || out[0] != sc) && s.shared(sc) && s.l.HasScope(sc) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
 // seenRefresh is how much newer news of HQ must be before a quiet session
 // passes it on: a terminal behind a hub knows within this (plus a summary
 // period) that HQ is reachable, well inside the node's OfflineAfter.
 const seenRefresh = 10 * time.Second
 
-// quiet reports whether a periodic summary of scope would tell the peer
-// nothing: our vector has not changed since our last summary, the peer has
-// acknowledged all of it, neither side has a fork in the scope or a head
-// the other holds differently, what we know of HQ's holdings has not
-// changed, and the last full summary is younger than KeepaliveTicks. Idle
-// shops then exchange a full summary per keepalive, not per period: most
-// of the idle traffic on a metered uplink.
-func (s *Session) quiet(scope string, st *scopeState) bool {
-	if !st.synced || !st.peerQuiet || s.tick-st.toldTick >= s.cfg.KeepaliveTicks {
-		return false
+// What a periodic summary of a scope would tell the peer.
+type news int
+
+const (
+	newsNone   news = iota // nothing: skip it
+	newsAnchor             // only what HQ holds: a small partial summary
+	newsAll                // a full summary
+)
+
+// newsOf decides a periodic summary. It is news to the peer unless the peer
+// is known to hold our newest op of every device (then it holds all we
+// hold, branch for branch), neither side reported a fork in the scope or
+// a head the other holds differently, and the last full summary is
+// younger than KeepaliveTicks. What we know of HQ's holdings, when that
+// alone changed, goes in a partial summary of its own. Idle or
+// well-synced peers then exchange a full summary per keepalive, not per
+// period: most of the idle traffic on a metered uplink.
+func (s *Session) newsOf(scope string, st *scopeState) news {
+	if st.owed || !st.synced || !st.peerQuiet || s.tick-st.toldTick >= s.cfg.KeepaliveTicks {
+		return newsAll
 	}
-	sum, covered, forked := s.l.Standing(scope, st.acked)
-	if sum != st.told || !covered || forked {
-		return false
+	held, forked := s.l.EachHead(scope, func(d string, seq uint64, h *ledger.Hash) bool {
+		a := st.peerHas[d]
+		return a.seq == seq && [headLen]byte(h[:headLen]) == a.prefix
+	})
+	if !held || forked {
+		return newsAll
 	}
-	return s.all || s.cfg.Anchor.AckedSum(scope) == st.toldAnchor
+	if !s.all && s.cfg.Anchor.AckedSum(scope) != st.toldAnchor {
+		return newsAnchor
+	}
+	return newsNone
+}
+
+// sendAnchorNews sends what HQ holds of scope, and when it was last heard
+// of, as a partial summary without a version vector.
+func (s *Session) sendAnchorNews(scope string, st *scopeState) {
+	m := &summaryMsg{Scope: scope, VV: crdt.VersionVector{}, Partial: true,
+		Anchor: s.cfg.Anchor.Acked(scope), AnchorSeen: s.cfg.Anchor.Seen()}
+	st.toldAnchor = m.Anchor.Sum()
+	s.toldSeen = max(s.toldSeen, m.AnchorSeen)
+	s.emit(msgSummary, m)
 }
 
 func (s *Session) sendSummary(scope string) {
@@ -411,6 +487,8 @@ func (s *Session) sendSummary(scope string) {
 		s.toldSeen = max(s.toldSeen, m.AnchorSeen)
 	}
 	if st := s.sc[scope]; st != nil {
+		m.Unsynced = !st.synced
+		st.owed = false
 		clear(st.ackDue) // the full vector acknowledges them
 		st.told = m.VV.Sum()
 		st.toldTick = s.tick
@@ -442,6 +520,13 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 			st.acked[d] = seq
 			st.behind = true
 		}
+		if a, ok := st.sentHead[d]; ok && seq >= a.seq {
+			st.learn(st.peerHas, d, a) // it acknowledged what we sent it
+			delete(st.sentHead, d)
+		}
+	}
+	for d, h := range m.Heads {
+		st.learn(st.peerHas, d, headOf(m.VV[d], h))
 	}
 	st.sent.Merge(m.VV)
 	now := s.cfg.Now()
@@ -454,6 +539,7 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		return nil
 	}
 	st.synced = true
+	st.owed = st.owed || m.Unsynced
 	agree, err := s.exchangeForks(ctx, m.Scope, st, m.VV, m.Heads, m.Forks)
 	if err != nil {
 		return s.fail(err)
@@ -549,17 +635,30 @@ func (s *Session) sendRange(ctx context.Context, scope, device string, after, th
 	})
 }
 
+// hashPrefix is the start of an op's hash (SHA-256 of its encoding).
+func hashPrefix(raw []byte) []byte {
+	h := sha256.Sum256(raw)
+	return h[:headLen]
+}
+
 // sendOps emits one ops frame. It carries the certificates of authors the
 // peer has not acknowledged any op of: until it does, the frame that
 // carried them may have been lost.
 func (s *Session) sendOps(scope string, batch []ledger.RawOp, fresh bool) {
 	m := &opsMsg{Scope: scope, Ops: make([][]byte, len(batch)), Fresh: fresh}
-	acked := s.scope(scope).acked
-	seen := map[string]bool{}
+	st := s.scope(scope)
+	acked := st.acked
+	var seen []string // a frame's ops come in runs of one device
 	for i, r := range batch {
 		m.Ops[i] = r.Bytes
-		if acked[r.Device] == 0 && !seen[r.Device] && r.Device != s.cfg.RemoteID {
-			seen[r.Device] = true
+		if last := i == len(batch)-1 || batch[i+1].Device != r.Device; last && r.Seq > st.sentHead[r.Device].seq {
+			st.sentHead[r.Device] = headOf(r.Seq, hashPrefix(r.Bytes))
+		}
+		if i > 0 && r.Device == batch[i-1].Device || slices.Contains(seen, r.Device) {
+			continue
+		}
+		seen = append(seen, r.Device)
+		if acked[r.Device] == 0 && r.Device != s.cfg.RemoteID {
 			for _, c := range s.l.Certificate(r.Device) {
 				m.Certs = append(m.Certs, c.Encode())
 			}
@@ -604,6 +703,9 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		}
 		// The peer holds what it sends us: never push it back.
 		st.sent.Advance(r.Op.Device, r.Op.Seq)
+		if h := r.Op.Hash(); r.Op.Seq > st.peerHas[r.Op.Device].seq {
+			st.peerHas[r.Op.Device] = headOf(r.Op.Seq, h[:])
+		}
 		if st.ackDue == nil {
 			st.ackDue = map[string]bool{}
 		}

@@ -82,6 +82,10 @@ type summaryMsg struct {
 	// every terminal knows what is still queued for HQ.
 	Anchor     crdt.VersionVector `cbor:"6,keyasint,omitempty"`
 	AnchorSeen int64              `cbor:"7,keyasint,omitempty"`
+	// Unsynced says the sender has had no full summary of this scope from
+	// the receiver (it was lost, or not sent yet): the receiver owes one,
+	// even when it has nothing new to say.
+	Unsynced bool `cbor:"8,keyasint,omitempty"`
 }
 
 const headLen = 8

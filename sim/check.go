@@ -190,7 +190,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	sales := map[string]bool{}
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
 	for _, k := range ops {
-		a := &w.acked[k]
+		a := w.acked[k]
 		has := slices.Contains(n.l.HashesAt(sc, a.device, a.seq), a.hash)
 		switch {
 		case !has && a.exempt:

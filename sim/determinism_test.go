@@ -13,11 +13,16 @@ import (
 // reports, which must depend on nothing but the scenario and the seed.
 func reportBytes(t *testing.T, name, push string, seed uint64) (string, string) {
 	t.Helper()
+	return reportBytesWorkers(t, name, push, seed, 1)
+}
+
+func reportBytesWorkers(t *testing.T, name, push string, seed uint64, workers int) (string, string) {
+	t.Helper()
 	sc, err := loadWithPush(name, push)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(sc, seed)
+	r, err := RunWorkers(sc, seed, workers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +100,31 @@ func TestDeterministicAcrossProcesses(t *testing.T) {
 			}
 			if got := s[i+3 : j]; got != txt+js {
 				t.Errorf("%s seed %d: the child process printed a different report:\n%s\n--- parent:\n%s", c.name, c.seed, got, txt)
+			}
+		}
+	}
+}
+
+// TestLanesWorkerCountInvisible: how many goroutines run the lanes never
+// shows in a report: the lanes of a window are independent, and what
+// crosses between them is handed over in lane order.
+func TestLanesWorkerCountInvisible(t *testing.T) {
+	cases := []struct {
+		name string
+		seed uint64
+	}{{"fleet-small", 4}, {"chaos", 2}, {"restored-anchor", 3}}
+	if testing.Short() || raceEnabled {
+		cases = cases[1:]
+	}
+	for _, c := range cases {
+		t1, j1 := reportBytesWorkers(t, c.name, "", c.seed, 1)
+		if !strings.Contains(t1, "lanes") || strings.Contains(t1, "lanes     1,") {
+			t.Fatalf("%s runs in one lane: the test proves nothing\n%s", c.name, t1)
+		}
+		for _, workers := range []int{2, 5} {
+			t2, j2 := reportBytesWorkers(t, c.name, "", c.seed, workers)
+			if t1 != t2 || j1 != j2 {
+				t.Errorf("%s seed %d: 1 and %d workers differ:\n%s\n---\n%s", c.name, c.seed, workers, t1, t2)
 			}
 		}
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // Explore runs sc once per seed on up to workers goroutines (each run is
-// independent and single-threaded) and returns every failure, ordered by
+// independent, and runs its lanes on one goroutine) and returns every failure, ordered by
 // seed. A run that cannot finish is a failure with invariant "error".
 func Explore(sc *Scenario, seeds []uint64, workers int) []Failure {
 	workers = max(1, min(workers, len(seeds)))
@@ -40,7 +40,8 @@ func Explore(sc *Scenario, seeds []uint64, workers int) []Failure {
 }
 
 func runFailures(sc *Scenario, seed uint64) []Failure {
-	r, err := Run(sc, seed)
+	r, err := RunWorkers(sc, seed, 1) // the seeds already keep every worker busy
+
 	if err != nil {
 		return []Failure{{Scenario: sc.Name, Seed: seed, Invariant: InvRunError, Expected: "a finished run", Got: err.Error()}}
 	}

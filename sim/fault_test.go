@@ -94,7 +94,7 @@ func TestCheckerCatchesALostOp(t *testing.T) {
 	}
 	const seed = 7
 	hits := 0
-	r, err := run(sc, seed, hooks{frame: stripOp(t, "s1.t2", "s1.t1", 5, &hits)})
+	r, err := run(sc, seed, hooks{frame: stripOp(t, "s1.t2", "s1.t1", 5, &hits)}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

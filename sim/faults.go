@@ -140,7 +140,7 @@ func (w *world) flap(at int64, f FlapEvent, desc string) {
 	until := int64(f.Until)
 	t := at
 	for {
-		t += w.exp(float64(f.Every))
+		t += exp(w.rng, float64(f.Every))
 		if t >= until {
 			return
 		}
@@ -207,15 +207,15 @@ func (w *world) restore(n *node, r RestoreEvent) {
 	}
 	w.crash(n, -1)
 	elsewhere := w.holdersOf(n)
-	for _, k := range n.ops[b.ops:] {
-		if !elsewhere(&w.acked[k]) {
-			w.acked[k].exempt = true
+	for _, a := range n.ops[b.ops:] {
+		if !elsewhere(a) {
+			a.exempt = true
 		}
 	}
-	for sc, m := range w.maxSeq { // the device's highest seqs may have gone with its disk
+	for sc, m := range n.ln.maxSeq { // the device's highest seqs may have gone with its disk
 		delete(m, n.dev.ID())
-		for _, k := range n.ops {
-			if a := &w.acked[k]; a.store == sc && !a.exempt {
+		for _, a := range n.ops {
+			if a.store == sc && !a.exempt {
 				m[a.device] = max(m[a.device], a.seq)
 			}
 		}

@@ -101,15 +101,20 @@ func (w *world) usable(lk *link) bool {
 
 // dial schedules a connect when the link is usable and idle: a dial and
 // handshake cost a quarter to one second plus a round trip (mesh's
-// DialBackoffMin is 250 ms).
+// DialBackoffMin is 250 ms). A link between lanes is dialled by global
+// events only.
 func (w *world) dial(li int) {
 	lk := w.links[li]
 	if lk.dialing || lk.sess[0] != nil || !w.usable(lk) {
 		return
 	}
+	q := w.linkLane(li)
+	if q == w.g && w.inWindow {
+		panic("sim: a link between lanes dialled inside a window")
+	}
 	lk.dialing = true
-	d := 2*int64(lk.spec.Latency) + int64(250*time.Millisecond) + w.rng.Int64N(int64(750*time.Millisecond))
-	w.at(d, &event{kind: evConnect, link: li})
+	d := 2*int64(lk.spec.Latency) + int64(250*time.Millisecond) + q.rng.Int64N(int64(750*time.Millisecond))
+	q.at(d, &event{kind: evConnect, link: li})
 }
 
 // connect starts a session pair on the link, as the mesh does when a
@@ -121,18 +126,18 @@ func (w *world) connect(e *event) {
 		return
 	}
 	lk.gen++
-	lk.upAt = w.now
+	lk.upAt = w.nodes[lk.a].ln.now
 	t := w.sc.Session
 	for side := range 2 {
 		n, p := w.nodes[lk.node(side)], w.nodes[lk.node(1-side)]
 		lk.sess[side] = mesh.NewSession(n.l, mesh.SessionConfig{
 			RemoteID: p.dev.ID(), RemotePub: p.dev.Cert.PubKey, Found: "sim", Pulls: n.pulls, Anchor: n.anchor,
-			Now:        func() int64 { return n.clk.at(w.now) },
+			Now:        func() int64 { return n.clk.at(n.ln.now) },
 			BatchBytes: t.BatchBytes, MaxPull: t.MaxPull, RetryTicks: t.RetryTicks, SummaryTicks: t.SummaryTicks,
 			KeepaliveTicks: t.KeepaliveTicks,
 		})
 	}
-	w.rep.Wire.Sessions++
+	w.nodes[lk.a].ln.wire.Sessions++
 	for side := range 2 {
 		if s := lk.sess[side]; s != nil {
 			s.Start(w.ctx)
@@ -147,25 +152,40 @@ func (w *world) closeLink(li int) {
 	if lk.sess[0] == nil {
 		return
 	}
+	if w.inWindow && w.crossLane(li) {
+		panic("sim: a link between lanes closed inside a window")
+	}
 	lk.sess = [2]*mesh.Session{}
 	lk.gen++
 }
 
-// sessionFailed closes the link after a session error and redials later.
-func (w *world) sessionFailed(li int, err error) {
+// sessionFailed closes the link after the session at side failed, and
+// redials 5 s later. A link between lanes is closed at the window's end
+// (its other end may be running): until then the failed session refuses
+// everything, and the frames its peer sends meanwhile die with it.
+func (w *world) sessionFailed(li, side int, err error) {
+	lk := w.links[li]
+	ln := w.nodes[lk.node(side)].ln
 	code := "error"
 	var pe *mesh.ProtocolError
 	if errors.As(err, &pe) {
 		code = pe.Code
 	}
-	w.rep.Wire.SessionErrors = incr(w.rep.Wire.SessionErrors, code)
-	if len(w.rep.Notes) < 20 {
-		lk := w.links[li]
-		w.rep.Notes = append(w.rep.Notes, notef("%.3fs session %s–%s closed: %v", secs(w.now),
-			w.nodes[lk.a].spec.name, w.nodes[lk.b].spec.name, err))
+	ln.wire.SessionErrors = incr(ln.wire.SessionErrors, code)
+	ln.note(notef("%.3fs session %s–%s closed: %v", secs(ln.now),
+		w.nodes[lk.a].spec.name, w.nodes[lk.b].spec.name, err))
+	redial := ln.now + int64(5*time.Second)
+	if w.inWindow && w.crossLane(li) {
+		for _, c := range ln.closing {
+			if c.link == li && c.gen == lk.gen {
+				return
+			}
+		}
+		ln.closing = append(ln.closing, closeReq{link: li, gen: lk.gen, redialAt: redial})
+		return
 	}
 	w.closeLink(li)
-	w.do(int64(5*time.Second), func() { w.dial(li) })
+	w.linkLane(li).atAbs(redial, &event{kind: evFunc, fn: func() { w.dial(li) }})
 }
 
 // flush sends what the session at side of link li has ready.
@@ -182,67 +202,69 @@ func (w *world) flush(li, side int) {
 
 // send puts one frame on the wire from side: serialisation at the link's
 // bandwidth, then latency and jitter; FIFO per direction unless the link
-// may reorder; lost or duplicated as the link says.
+// may reorder; lost or duplicated as the link says. The sending node's
+// lane draws the randomness and counts the frame.
 func (w *world) send(li, side int, b []byte) {
 	lk := w.links[li]
 	sp := lk.spec
-	w.rep.Wire.FramesSent++
-	w.rep.Wire.BytesSent += uint64(len(b))
-	start := max(w.now, lk.busy[side])
+	from, to := w.nodes[lk.node(side)].ln, w.nodes[lk.node(1-side)].ln
+	from.wire.FramesSent++
+	from.wire.BytesSent += uint64(len(b))
+	start := max(from.now, lk.busy[side])
 	if sp.Bandwidth > 0 {
 		start += int64(len(b)) * 8 * int64(time.Second) / int64(sp.Bandwidth)
 	}
 	lk.busy[side] = start
-	if sp.Loss > 0 && w.rng.Float64() < sp.Loss {
-		w.rep.Wire.FramesLost++
-		w.traceFrame('L', lk, side, b)
+	if sp.Loss > 0 && from.rng.Float64() < sp.Loss {
+		from.wire.FramesLost++
+		w.traceFrame(from, 'L', lk, side, b)
 		return
 	}
 	copies := 1
-	if sp.Dup > 0 && w.rng.Float64() < sp.Dup {
+	if sp.Dup > 0 && from.rng.Float64() < sp.Dup {
 		copies = 2
-		w.rep.Wire.FramesDuplicated++
+		from.wire.FramesDuplicated++
 	}
 	for range copies {
 		arr := start + int64(sp.Latency)
 		if sp.Jitter > 0 {
-			arr += w.rng.Int64N(int64(sp.Jitter))
+			arr += from.rng.Int64N(int64(sp.Jitter))
 		}
 		if !sp.Reorder {
 			arr = max(arr, lk.last[side])
 			lk.last[side] = arr
 		}
-		w.inflight++
-		w.at(arr-w.now, &event{kind: evDeliver, link: li, side: 1 - side, gen: lk.gen, b: b})
+		from.inflight++
+		w.post(from, to, arr, &event{kind: evDeliver, link: li, side: 1 - side, gen: lk.gen, b: b})
 	}
 }
 
 // deliver hands a frame to the receiving session and acts on what it did.
-func (w *world) deliver(e *event) {
-	w.inflight--
+func (w *world) deliver(ln *lane, e *event) {
+	ln.inflight--
 	lk := w.links[e.link]
 	s := lk.sess[e.side]
 	if e.gen != lk.gen || s == nil {
-		w.rep.Wire.FramesDropped++
-		w.traceFrame('X', lk, 1-e.side, e.b)
+		ln.wire.FramesDropped++
+		w.traceFrame(ln, 'X', lk, 1-e.side, e.b)
 		return
 	}
 	b := e.b
 	if w.hooks.frame != nil {
 		if b = w.hooks.frame(w.nodes[lk.node(1-e.side)].spec.name, w.nodes[lk.node(e.side)].spec.name, b); b == nil {
-			w.rep.Wire.FramesLost++
-			w.traceFrame('L', lk, 1-e.side, e.b)
+			ln.wire.FramesLost++
+			w.traceFrame(ln, 'L', lk, 1-e.side, e.b)
 			return
 		}
 	}
-	w.rep.Wire.FramesDelivered++
-	w.rep.Wire.BytesDelivered += uint64(len(b))
-	w.traceFrame('D', lk, 1-e.side, b)
+	ln.wire.FramesDelivered++
+	ln.wire.BytesDelivered += uint64(len(b))
+	w.traceFrame(ln, 'D', lk, 1-e.side, b)
 	n := w.nodes[lk.node(e.side)]
 	err := s.Step(w.ctx, b)
 	w.flush(e.link, e.side)
 	if err != nil {
-		w.sessionFailed(e.link, err)
+		w.sessionFailed(e.link, e.side, err)
 		w.drain(n)
 		return
 	}
@@ -269,7 +291,7 @@ func (w *world) pushTo(n *node, ops []*ledger.Op, except int) {
 		}
 		if err := s.Push(w.ctx, ops); err != nil {
 			w.flush(li, side)
-			w.sessionFailed(li, err)
+			w.sessionFailed(li, side, err)
 			continue
 		}
 		w.flush(li, side)
@@ -325,31 +347,33 @@ func (w *world) cut(lis []int, d int64, what string) {
 	})
 }
 
-// traceFrame adds a frame event to the trace hash: tag, time, the
-// sending and receiving nodes, the frame.
-func (w *world) traceFrame(tag byte, lk *link, fromSide int, b []byte) {
-	h := w.scratch[:0]
+// traceFrame adds a frame event to ln's trace: tag, time, the sending
+// and receiving nodes, the frame.
+func (w *world) traceFrame(ln *lane, tag byte, lk *link, fromSide int, b []byte) {
+	h := ln.scratch[:0]
 	h = append(h, tag)
-	h = binary.BigEndian.AppendUint64(h, uint64(w.now))
+	h = binary.BigEndian.AppendUint64(h, uint64(ln.now))
 	h = binary.BigEndian.AppendUint32(h, uint32(lk.node(fromSide)))
 	h = binary.BigEndian.AppendUint32(h, uint32(lk.node(1-fromSide)))
 	h = binary.BigEndian.AppendUint32(h, uint32(len(b)))
-	w.trace.Write(h)
-	w.trace.Write(b)
+	ln.trace.Write(h)
+	ln.trace.Write(b)
 }
 
-// traceOp adds an op event (tag A: acknowledged, R: refused) to the trace.
+// traceOp adds an op event (tag A: acknowledged, R: refused) to the trace
+// of n's lane.
 func (w *world) traceOp(tag byte, n *node, o *ledger.Op, why string) {
-	h := w.scratch[:0]
+	ln := n.ln
+	h := ln.scratch[:0]
 	h = append(h, tag)
-	h = binary.BigEndian.AppendUint64(h, uint64(w.now))
+	h = binary.BigEndian.AppendUint64(h, uint64(ln.now))
 	h = binary.BigEndian.AppendUint32(h, uint32(n.idx))
-	w.trace.Write(h)
+	ln.trace.Write(h)
 	if o != nil {
 		oh := o.Hash()
-		w.trace.Write(oh[:])
+		ln.trace.Write(oh[:])
 	}
-	w.trace.Write([]byte(why))
+	ln.trace.Write([]byte(why))
 }
 
 func incr(m map[string]int, k string) map[string]int {

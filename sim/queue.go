@@ -25,6 +25,7 @@ type event struct {
 	link int    // evDeliver, evConnect
 	side int    // evDeliver: the receiving side of the link (0: a, 1: b)
 	gen  uint64 // evDeliver, evConnect: the link generation it belongs to
+	dest int    // evDeliver in a lane's outbox: the lane it is for
 	b    []byte // evDeliver: the frame
 	fn   func() // evFunc
 }

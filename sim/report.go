@@ -23,6 +23,8 @@ type Report struct {
 	Stores         int           `json:"stores"`
 	Anchors        int           `json:"anchors"`
 	Links          int           `json:"links"`
+	Lanes          int           `json:"lanes"`     // partitions of the nodes run in parallel between windows
+	WindowMS       float64       `json:"window_ms"` // the lookahead: the least latency of a link between lanes
 	Ops            OpStats       `json:"ops"`
 	Wire           WireStats     `json:"wire"`
 	VirtualS       float64       `json:"virtual_s"`         // simulated time the run covered
@@ -114,6 +116,7 @@ func (r *Report) Failed() bool { return len(r.Failures) > 0 }
 
 // finish fills in the report and runs the checks.
 func (w *world) finish() {
+	w.merged()
 	r := w.rep
 	r.VirtualS, r.QuietS, r.LastHealS = secs(w.now), secs(w.quiet), secs(w.lastHeal)
 	if w.caughtUpAt >= 0 && w.lastHeal > 0 {
@@ -145,7 +148,7 @@ func (w *world) finish() {
 	}
 	slices.Sort(r.Forks)
 	w.countConflicts()
-	r.TraceHash = hex.EncodeToString(w.trace.Sum(nil))
+	r.TraceHash = hex.EncodeToString(w.traceSum())
 	w.checkAll()
 	if r.Failures == nil {
 		r.Failures = []Failure{}
@@ -189,6 +192,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
 	p("scenario  %s  seed %d  push %s", r.Scenario, r.Seed, r.Push)
 	p("fleet     %d nodes: %d stores, %d anchors; %d links, %d session pairs started", r.Nodes, r.Stores, r.Anchors, r.Links, r.Wire.Sessions)
+	p("lanes     %d, window %.0f ms", r.Lanes, r.WindowMS)
 	p("ops       %d acknowledged in %.1f s of workload (%.2f ops/s virtual): %s", r.Ops.Total, r.WorkloadS, r.OpsPerVirtualS, kv(r.Ops.ByKind))
 	if len(r.Ops.Refused) > 0 {
 		p("refused   %s", kv(r.Ops.Refused))

@@ -308,6 +308,15 @@ type nodeSpec struct {
 	topo   string // its store's LAN topology
 }
 
+// NodeCount is how many devices the scenario describes (before Validate).
+func (sc *Scenario) NodeCount() int {
+	n := sc.Anchors
+	for _, s := range sc.Stores {
+		n += max(s.Count, 1) * (s.Managers + s.Terminals)
+	}
+	return n
+}
+
 // Validate fills in defaults and returns every problem at once.
 func (sc *Scenario) Validate() error {
 	var errs []error

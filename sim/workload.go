@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"storemesh/ledger"
@@ -65,7 +66,8 @@ func (w *world) setup() {
 }
 
 // scheduleWorkload starts each selling device's Poisson process of
-// actions, each manager's price changes and the fleet's transfers.
+// actions, each manager's price changes (in the device's lane) and the
+// fleet's transfers (global: they touch two stores).
 func (w *world) scheduleWorkload() {
 	wl := w.sc.Workload
 	start := int64(wl.Start)
@@ -73,7 +75,7 @@ func (w *world) scheduleWorkload() {
 		mean := float64(time.Minute) / wl.OpsPerMinute
 		for _, st := range w.stores {
 			for _, i := range w.byStore[st] {
-				w.at(start+w.exp(mean), &event{kind: evAct, node: i, fn: nil, gen: actTrade})
+				w.nodes[i].ln.at(start+exp(w.rng, mean), &event{kind: evAct, node: i, fn: nil, gen: actTrade})
 			}
 		}
 	}
@@ -81,12 +83,12 @@ func (w *world) scheduleWorkload() {
 		mean := float64(time.Hour) / wl.PriceChangesPerHour
 		for _, n := range w.nodes {
 			if n.spec.role == ledger.RoleManager {
-				w.at(start+w.exp(mean), &event{kind: evAct, node: n.idx, gen: actPrice})
+				n.ln.at(start+exp(w.rng, mean), &event{kind: evAct, node: n.idx, gen: actPrice})
 			}
 		}
 	}
 	if wl.TransfersPerHour > 0 {
-		w.at(start+w.exp(float64(time.Hour)/wl.TransfersPerHour), &event{kind: evAct, node: -1, gen: actTransfer})
+		w.at(start+exp(w.rng, float64(time.Hour)/wl.TransfersPerHour), &event{kind: evAct, node: -1, gen: actTransfer})
 	}
 }
 
@@ -98,12 +100,15 @@ const (
 )
 
 // exp draws an exponential delay of the given mean, in ns.
-func (w *world) exp(mean float64) int64 { return int64(w.rng.ExpFloat64() * mean) }
+func exp(r *rand.Rand, mean float64) int64 { return int64(r.ExpFloat64() * mean) }
 
-// act runs one step of a workload process and schedules the next.
-func (w *world) act(e *event) {
+// act runs one step of a workload process, in ln (the device's lane, or
+// the global queue for transfers), and schedules the next. The random
+// workload stops at MaxOps: each window, the lanes share out what is left
+// of it, so the total never passes it whatever the lanes do at once.
+func (w *world) act(ln *lane, e *event) {
 	wl := w.sc.Workload
-	if w.now >= int64(wl.End) || (wl.MaxOps > 0 && w.randomOps >= wl.MaxOps) {
+	if ln.now >= int64(wl.End) || (wl.MaxOps > 0 && w.randomOps >= wl.MaxOps) {
 		return
 	}
 	var mean float64
@@ -115,22 +120,26 @@ func (w *world) act(e *event) {
 	default:
 		mean = float64(time.Hour) / wl.TransfersPerHour
 	}
-	w.at(w.exp(mean), e)
+	ln.at(exp(ln.rng, mean), e)
 	if e.gen == actTransfer {
 		w.randomTransfer()
 		return
 	}
+	if wl.MaxOps > 0 && ln.budget <= 0 {
+		return // this window's share is spent; the process goes on
+	}
 	n := w.nodes[e.node]
+	r := ln.rng
 	if !w.ready(n) {
 		return
 	}
 	if e.gen == actPrice {
-		sku := w.pickSKU()
+		sku := pickSKU(r, w.skus, w.weights)
 		if sku == "" {
 			return
 		}
-		p := w.price[sku] * int64(80+w.rng.IntN(41)) / 100
-		if w.rng.IntN(4) == 0 { // now and then the whole catalog entry: a new name too
+		p := w.price[sku] * int64(80+r.IntN(41)) / 100
+		if r.IntN(4) == 0 { // now and then the whole catalog entry: a new name too
 			w.random(n, ledger.FleetScope, ledger.KindCatalogUpsert, &ledger.CatalogItem{SKU: sku,
 				Name: fmt.Sprintf("%s (%s)", sku, n.spec.name), UnitPrice: p, Currency: w.sc.Currency}, nil)
 			return
@@ -139,38 +148,49 @@ func (w *world) act(e *event) {
 		return
 	}
 	m := wl.Mix
-	r := w.rng.IntN(m.Sale + m.Refund + m.Received + m.Counted + m.Resolve)
+	k := r.IntN(m.Sale + m.Refund + m.Received + m.Counted + m.Resolve)
 	switch {
-	case r < m.Sale:
-	case r < m.Sale+m.Refund:
+	case k < m.Sale:
+	case k < m.Sale+m.Refund:
 		if w.refund(n) {
 			return
 		}
-	case r < m.Sale+m.Refund+m.Received:
-		sku := w.pickSKU()
+	case k < m.Sale+m.Refund+m.Received:
+		sku := pickSKU(r, w.skus, w.weights)
 		if sku == "" {
 			return
 		}
-		q := int64(5 + w.rng.IntN(16))
+		q := int64(5 + r.IntN(16))
 		w.random(n, n.spec.store, ledger.KindStockReceived, &ledger.StockReceived{SKU: sku, Qty: q}, []skuDelta{{sku, q}})
 		return
-	case r < m.Sale+m.Refund+m.Received+m.Counted:
-		sku := w.pickSKU()
+	case k < m.Sale+m.Refund+m.Received+m.Counted:
+		sku := pickSKU(r, w.skus, w.weights)
 		if sku == "" {
 			return
 		}
 		seen := n.l.OnHand(n.spec.store, sku)
-		counted := max(0, seen+int64(w.rng.IntN(5))-2)
+		counted := max(0, seen+int64(r.IntN(5))-2)
 		w.random(n, n.spec.store, ledger.KindStockCounted, &ledger.StockCounted{SKU: sku, OnHand: counted, Seen: seen},
 			[]skuDelta{{sku, counted - seen}})
 		return
 	default:
 		if k := w.resolve(n, "backorder", 1); k > 0 {
-			w.randomOps += k
+			w.countRandom(n, k)
 			return
 		}
 	}
 	w.sale(n)
+}
+
+// countRandom counts k random workload ops made on n: against the lane's
+// share during a window, directly between windows.
+func (w *world) countRandom(n *node, k int) {
+	if w.inWindow {
+		n.ln.randomOps += k
+		n.ln.budget -= k
+		return
+	}
+	w.randomOps += k
 }
 
 // ready reports whether n runs and may write: a restored device waits
@@ -192,7 +212,7 @@ func (w *world) ungate(n *node) bool {
 	for _, li := range n.links {
 		lk := w.links[li]
 		s := lk.sess[lk.sideOf(n.idx)]
-		if s == nil || !s.Established() || w.now-lk.upAt < period {
+		if s == nil || !s.Established() || n.ln.now-lk.upAt < period {
 			continue
 		}
 		if s.Acked(n.spec.store)[self] > own {
@@ -210,14 +230,15 @@ func (w *world) sale(n *node) {
 	for _, c := range n.l.Catalog() {
 		prices[c.SKU] = c.UnitPrice
 	}
+	r := n.ln.rng
 	lines := 1
-	if w.rng.IntN(10) < 3 {
+	if r.IntN(10) < 3 {
 		lines = 2
 	}
 	var body ledger.Sale
 	var deltas []skuDelta
 	for range lines {
-		sku := w.pickSKU()
+		sku := pickSKU(r, w.skus, w.weights)
 		if sku == "" || (len(body.Lines) > 0 && body.Lines[0].SKU == sku) {
 			continue
 		}
@@ -225,32 +246,32 @@ func (w *world) sale(n *node) {
 		if !ok {
 			p = w.price[sku]
 		}
-		q := int64(1 + w.rng.IntN(3))
+		q := int64(1 + r.IntN(3))
 		body.Lines = append(body.Lines, ledger.SaleLine{SKU: sku, Qty: q, UnitPrice: p})
 		deltas = append(deltas, skuDelta{sku, -q})
 	}
 	if len(body.Lines) == 0 {
 		return
 	}
-	body.Currency, body.Payment = w.sc.Currency, [...]string{"cash", "card"}[w.rng.IntN(2)]
+	body.Currency, body.Payment = w.sc.Currency, [...]string{"cash", "card"}[r.IntN(2)]
 	w.random(n, n.spec.store, ledger.KindSale, &body, deltas)
 }
 
 // pickSKU draws a SKU by the catalog's weights ("" when all are zero).
-func (w *world) pickSKU() string {
+func pickSKU(r *rand.Rand, skus []string, weights []int) string {
 	total := 0
-	for _, wt := range w.weights {
+	for _, wt := range weights {
 		total += wt
 	}
 	if total == 0 {
 		return ""
 	}
-	r := w.rng.IntN(total)
-	for i, wt := range w.weights {
-		if r < wt {
-			return w.skus[i]
+	k := r.IntN(total)
+	for i, wt := range weights {
+		if k < wt {
+			return skus[i]
 		}
-		r -= wt
+		k -= wt
 	}
 	return ""
 }
@@ -259,17 +280,18 @@ func (w *world) pickSKU() string {
 // brings back: the terminal looks it up by its id, as a POS does with a
 // receipt, and refunds it only when it holds the sale and sees no refund.
 func (w *world) refund(n *node) bool {
-	recent := w.storeSales[n.spec.store]
+	r := n.ln.rng
+	recent := n.ln.storeSales[n.spec.store]
 	recent = recent[max(0, len(recent)-50):]
 	if len(recent) == 0 {
 		return false
 	}
-	s, ok := n.l.Sale(w.acked[recent[w.rng.IntN(len(recent))]].id)
+	s, ok := n.l.Sale(recent[r.IntN(len(recent))].id)
 	if !ok || s.Refunded != 0 {
 		return false
 	}
 	l := s.Lines[0]
-	q := 1 + w.rng.Int64N(l.Qty)
+	q := 1 + r.Int64N(l.Qty)
 	w.random(n, n.spec.store, ledger.KindRefund, &ledger.Refund{Sale: s.ID, Lines: []ledger.RefundLine{{SKU: l.SKU, Qty: q}},
 		Amount: q * l.UnitPrice}, []skuDelta{{l.SKU, q}})
 	return true
@@ -289,11 +311,11 @@ func (w *world) resolve(n *node, action string, limit int) int {
 	return done
 }
 
-// randomTransfer moves stock between two random stores.
+// randomTransfer moves stock between two random stores (a global event).
 func (w *world) randomTransfer() {
 	i := w.rng.IntN(len(w.stores))
 	j := (i + 1 + w.rng.IntN(len(w.stores)-1)) % len(w.stores)
-	if sku := w.pickSKU(); sku != "" {
+	if sku := pickSKU(w.rng, w.skus, w.weights); sku != "" {
 		w.randomOps += w.transferStock(w.stores[i], w.stores[j], sku, int64(1+w.rng.IntN(5)))
 	}
 }
@@ -341,7 +363,7 @@ func (w *world) liveManager(store string) *node {
 // random appends an op of the random workload (counted against MaxOps).
 func (w *world) random(n *node, store string, kind ledger.Kind, body any, deltas []skuDelta) {
 	if w.append(n, store, kind, body, deltas) {
-		w.randomOps++
+		w.countRandom(n, 1)
 	}
 }
 
@@ -349,31 +371,32 @@ func (w *world) random(n *node, store string, kind ledger.Kind, body any, deltas
 // it. A refusal is counted by reason: the ledger refusing a restored
 // device's sale (ErrOwnHistoryBehind) is the protection working.
 func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas []skuDelta) bool {
+	ln := n.ln
 	o, err := n.l.Append(w.ctx, store, kind, body)
 	if err != nil {
 		why := refusal(err)
-		w.rep.Ops.Refused = incr(w.rep.Ops.Refused, why)
+		ln.ops.Refused = incr(ln.ops.Refused, why)
 		w.traceOp('R', n, nil, why)
 		if why != "own_history_behind" && why != "own_chain_forked" {
-			w.rep.Failures = append(w.rep.Failures, w.failure(InvWorkload, store, n.spec.name, "op acknowledged",
+			ln.failures = append(ln.failures, w.failure(InvWorkload, store, n.spec.name, "op acknowledged",
 				fmt.Sprintf("Append %s: %v", kind, err)))
 		}
 		return false
 	}
-	rec := ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas}
-	n.ops = append(n.ops, len(w.acked))
+	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas}
+	n.ops = append(n.ops, rec)
 	if kind == ledger.KindSale {
-		w.storeSales[store] = append(w.storeSales[store], len(w.acked))
+		ln.storeSales[store] = append(ln.storeSales[store], rec)
 	}
-	w.acked = append(w.acked, rec)
-	if w.maxSeq[store] == nil {
-		w.maxSeq[store] = map[string]uint64{}
+	ln.acked = append(ln.acked, rec)
+	if ln.maxSeq[store] == nil {
+		ln.maxSeq[store] = map[string]uint64{}
 	}
-	w.maxSeq[store][o.Device] = max(w.maxSeq[store][o.Device], o.Seq)
-	w.rep.Ops.Total++
-	w.rep.Ops.ByKind = incr(w.rep.Ops.ByKind, string(kind))
-	w.rep.Wire.OpBytes += uint64(len(o.Raw()))
-	w.rep.Wire.IdealBytes += uint64(len(o.Raw())) * uint64(w.nReplicas(store)-1)
+	ln.maxSeq[store][o.Device] = max(ln.maxSeq[store][o.Device], o.Seq)
+	ln.ops.Total++
+	ln.ops.ByKind = incr(ln.ops.ByKind, string(kind))
+	ln.wire.OpBytes += uint64(len(o.Raw()))
+	ln.wire.IdealBytes += uint64(len(o.Raw())) * uint64(w.nReplicas(store)-1)
 	w.traceOp('A', n, o, "")
 	if w.sc.Push == "relay" {
 		w.pushTo(n, []*ledger.Op{o}, -1)

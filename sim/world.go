@@ -2,12 +2,10 @@ package sim
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
-	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"time"
 
@@ -38,7 +36,8 @@ type node struct {
 	clk     nodeClock
 	gated   bool         // restored from a backup: waits to learn its own last seq before it sells
 	pending []*ledger.Op // push policy "durable": ops made durable during the current call
-	ops     []int        // indices in world.acked of the ops this node authored
+	ops     []*ackedOp   // the ops this node authored and acknowledged
+	ln      *lane        // the lane whose events touch this node
 }
 
 // nodeClock is a device's physical clock: virtual time plus an offset
@@ -67,76 +66,95 @@ type hooks struct {
 	frame func(from, to string, b []byte) []byte
 }
 
-// world is one run: every piece of state the seed decides.
+// world is one run: every piece of state the seed decides. What a lane's
+// nodes do lives in that lane (lanes.go); the world holds what is shared,
+// read-only while lanes run, and the global events' state.
 type world struct {
-	sc    *Scenario
-	seed  uint64
-	ctx   context.Context
-	rng   *rand.Rand
-	now   int64
-	seq   uint64
-	q     eventQueue
-	fleet *ledgertest.Fleet
-	sigs  *ledger.SigCache
-	hooks hooks
+	sc      *Scenario
+	seed    uint64
+	ctx     context.Context
+	rng     *rand.Rand // global events' randomness (and the schedule drawn at the start)
+	now     int64      // the global events' clock
+	g       *lane      // the global event queue
+	lanes   []*lane
+	window  int64 // lookahead: the least latency of a link between lanes
+	workers int   // goroutines running lanes; never changes the result
+	fleet   *ledgertest.Fleet
+	sigs    *ledger.SigCache
+	hooks   hooks
 
-	nodes      []*node
-	links      []*link
-	linkIdx    map[[2]int]int
-	stores     []string         // store ids in scenario order
-	byStore    map[string][]int // store → its devices
-	anchors    []int
-	skus       []string
-	weights    []int // per sku in skus, for random sales
-	price      map[string]int64
-	backups    map[string]map[int]*backup // name → node → copy
-	acked      []ackedOp
-	storeSales map[string][]int // store → indices in acked of its sales
-	transfer   int              // transfers made, for ids
+	inWindow bool // lanes are running: cross-lane effects wait for the window's end
+
+	nodes    []*node
+	links    []*link
+	linkIdx  map[[2]int]int
+	stores   []string         // store ids in scenario order
+	byStore  map[string][]int // store → its devices
+	anchors  []int
+	skus     []string
+	weights  []int // per sku in skus, for random sales
+	price    map[string]int64
+	backups  map[string]map[int]*backup // name → node → copy
+	acked    []*ackedOp                 // every lane's, gathered when the run ends
+	transfer int                        // transfers made, for ids
 
 	quiet, deadline int64
 	lastHeal        int64
-	maxSeq          map[string]map[string]uint64 // scope → device → highest acknowledged seq (exempt ops aside)
-	healTarget      map[string]map[string]uint64 // maxSeq when the last heal happened
+	healTarget      map[string]map[string]uint64 // highest acknowledged seqs when the last heal happened
 	catchingUp      bool                         // an evCatchUp is queued
 	caughtUpAt      int64                        // -1 until every replica holds healTarget
 	stop            bool
 	converged       bool
 	convergedAt     int64
-	randomOps       int
+	randomOps       int // random workload ops made, as of the last window's end
 	sampleEvery     int64
-	inflight        int
 
 	salesOf map[*node]map[string][]ledger.SaleRecord // checks: anchors' sale logs by store
 
-	trace   hash.Hash
-	rep     *Report
-	scratch [32]byte
+	rep *Report
 }
 
-// Run simulates sc with seed and checks its invariants. The report lists
-// every broken invariant; the error is for scenarios that cannot run.
-func Run(sc *Scenario, seed uint64) (*Report, error) { return run(sc, seed, hooks{}) }
+// Run simulates sc with seed and checks its invariants. A fleet of at
+// least parallelNodes nodes runs its lanes on as many goroutines as
+// GOMAXPROCS allows; a smaller one runs on one (a window's barrier costs
+// more than it saves). The report lists every broken invariant; the error
+// is for scenarios that cannot run.
+func Run(sc *Scenario, seed uint64) (*Report, error) {
+	workers := 1
+	if sc.NodeCount() >= parallelNodes {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	return run(sc, seed, hooks{}, workers)
+}
 
-func run(sc0 *Scenario, seed uint64, h hooks) (*Report, error) {
+const parallelNodes = 200
+
+// RunWorkers is Run on the given number of goroutines: the report is the
+// same for any number (Explore runs each seed on one).
+func RunWorkers(sc *Scenario, seed uint64, workers int) (*Report, error) {
+	return run(sc, seed, hooks{}, workers)
+}
+
+func run(sc0 *Scenario, seed uint64, h hooks, workers int) (*Report, error) {
 	sc := *sc0 // Validate fills defaults; never write the caller's copy (Explore shares it)
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("sim: scenario %s: %w", sc.Name, err)
 	}
+	if h.frame != nil {
+		workers = 1 // fault hooks are not safe for concurrent use
+	}
 	start := time.Now()
 	w := &world{
-		sc: &sc, seed: seed, ctx: context.Background(), hooks: h,
+		sc: &sc, seed: seed, ctx: context.Background(), hooks: h, workers: max(1, workers),
 		rng:        rand.New(rand.NewPCG(seed, 0x5ea11e55)),
+		g:          newLane(-1, seed),
 		fleet:      ledgertest.NewFleet(seed),
 		sigs:       ledger.NewSigCache(),
 		linkIdx:    map[[2]int]int{},
 		byStore:    map[string][]int{},
-		storeSales: map[string][]int{},
-		maxSeq:     map[string]map[string]uint64{},
 		caughtUpAt: -1,
 		price:      map[string]int64{},
 		backups:    map[string]map[int]*backup{},
-		trace:      sha256.New(),
 		rep:        newReport(&sc, seed),
 	}
 	if err := w.build(); err != nil {
@@ -156,9 +174,6 @@ func (w *world) build() error {
 	for i, spec := range w.sc.nodes {
 		n := &node{idx: i, spec: spec, store: ledgertest.MemStore()}
 		n.dev = w.fleet.Enroll(spec.store, spec.role, ledgertest.WithID(spec.name))
-		if err := w.open(n); err != nil {
-			return err
-		}
 		w.nodes = append(w.nodes, n)
 		if spec.role == ledger.RoleAnchor {
 			w.anchors = append(w.anchors, i)
@@ -178,6 +193,12 @@ func (w *world) build() error {
 		w.skus, w.weights = append(w.skus, c.SKU), append(w.weights, wt)
 	}
 	w.layLinks()
+	w.assignLanes()
+	for _, n := range w.nodes {
+		if err := w.open(n); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -186,7 +207,7 @@ func (w *world) build() error {
 // exactly what the device had made durable.
 func (w *world) open(n *node) error {
 	cfg := w.fleet.Config(n.dev, nil)
-	cfg.Now = func() int64 { return n.clk.at(w.now) }
+	cfg.Now = func() int64 { return n.clk.at(n.ln.now) }
 	cfg.SigCache = w.sigs
 	l, err := ledger.Open(w.ctx, n.store, cfg)
 	if err != nil {
@@ -199,23 +220,19 @@ func (w *world) open(n *node) error {
 	return nil
 }
 
-// at queues e to run d after now.
-func (w *world) at(d int64, e *event) {
-	e.at = w.now + max(d, 0)
-	e.seq = w.seq
-	w.seq++
-	w.q.push(e)
-}
+// at queues a global event d after now.
+func (w *world) at(d int64, e *event) { w.g.at(d, e) }
 
-func (w *world) do(d int64, fn func()) { w.at(d, &event{kind: evFunc, fn: fn}) }
+// do queues a global function d after now.
+func (w *world) do(d int64, fn func()) { w.g.do(d, fn) }
 
 // schedule queues everything known at the start: the setup ops, ticks,
 // dials, the workload, the scenario's events, samples and checks.
 func (w *world) schedule() {
 	w.do(0, w.setup)
 	tick := int64(w.sc.Tick)
-	for i := range w.nodes {
-		w.at(w.rng.Int64N(tick), &event{kind: evTick, node: i})
+	for i, n := range w.nodes {
+		n.ln.at(w.rng.Int64N(tick), &event{kind: evTick, node: i})
 	}
 	for li := range w.links {
 		w.dial(li)
@@ -229,37 +246,6 @@ func (w *world) schedule() {
 	w.at(w.quiet, &event{kind: evCheck})
 }
 
-func (w *world) loop() error {
-	for w.q.len() > 0 && !w.stop {
-		e := w.q.pop()
-		w.now = e.at
-		switch e.kind {
-		case evDeliver:
-			w.deliver(e)
-		case evTick:
-			w.tick(w.nodes[e.node])
-			w.at(int64(w.sc.Tick), e)
-		case evAct:
-			w.act(e)
-		case evConnect:
-			w.connect(e)
-		case evFunc:
-			e.fn()
-		case evSample:
-			w.sample()
-			w.at(w.sampleEvery, e)
-		case evCheck:
-			w.check(e)
-		case evCatchUp:
-			w.catchUp(e)
-		}
-		if w.rep.err != nil {
-			return w.rep.err
-		}
-	}
-	return nil
-}
-
 // tick ticks every session of n, in peer order.
 func (w *world) tick(n *node) {
 	if !n.alive {
@@ -271,7 +257,7 @@ func (w *world) tick(n *node) {
 		if s := lk.sess[side]; s != nil {
 			if err := s.Tick(w.ctx); err != nil {
 				w.flush(li, side)
-				w.sessionFailed(li, err)
+				w.sessionFailed(li, side, err)
 				continue
 			}
 			w.flush(li, side)
@@ -304,10 +290,7 @@ func (w *world) check(e *event) {
 // acknowledged before it, even while the workload goes on.
 func (w *world) healed() {
 	w.lastHeal = w.now
-	w.healTarget = map[string]map[string]uint64{}
-	for sc, m := range w.maxSeq {
-		w.healTarget[sc] = maps.Clone(m)
-	}
+	w.healTarget = w.maxSeqs()
 	w.caughtUpAt = -1
 	if !w.catchingUp {
 		w.catchingUp = true
@@ -423,7 +406,7 @@ func (w *world) sample() {
 		}
 	}
 	w.rep.Samples = append(w.rep.Samples, Sample{T: secs(w.now), UpToDate: float64(upToDate) / float64(max(total, 1)),
-		InFlight: w.inflight, Held: held})
+		InFlight: w.inFlight(), Held: held})
 }
 
 func equalVV(a, b map[string]uint64) bool {
