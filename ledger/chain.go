@@ -29,7 +29,10 @@ func (c *chain) at(s uint64) []Hash {
 }
 
 func (c *chain) has(s uint64, h Hash) bool {
-	return slices.Contains(c.at(s), h)
+	if s == 0 || s > c.length() {
+		return false
+	}
+	return c.main[s-1] == h || slices.Contains(c.extra[s], h)
 }
 
 // placement is where an op goes in its chain.

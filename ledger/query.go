@@ -150,21 +150,33 @@ func (l *Ledger) OnHand(store, sku string) int64 {
 func (l *Ledger) Sales(scope string) []SaleRecord {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ids := l.st.saleLog.Elements()
-	n := len(ids)
+	n := len(l.st.sales)
 	if scope != "" {
 		n = 0
 	}
 	out := make([]SaleRecord, 0, n)
-	for _, id := range ids {
-		r := l.st.sales[id]
+	for _, r := range l.st.sales { // the sale log's records, one per id
 		if scope == "" || r.Store == scope {
 			out = append(out, *r)
 		}
 	}
 	slices.SortFunc(out, func(a, b SaleRecord) int {
-		return cmp.Or(a.HLC.Compare(b.HLC), cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
+		return cmp.Or(a.HLC.Compare(b.HLC), cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
 	})
+	return out
+}
+
+// SaleIDs lists the ids in the sale log of scope (every store when ""),
+// in no particular order: Sales without the copies and the sort.
+func (l *Ledger) SaleIDs(scope string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.st.sales))
+	for id, r := range l.st.sales {
+		if scope == "" || r.Store == scope {
+			out = append(out, id)
+		}
+	}
 	return out
 }
 
@@ -280,6 +292,15 @@ func (l *Ledger) Heads(scope string) map[string]Hash {
 		}
 	}
 	return out
+}
+
+// HoldsOp reports whether the op with hash h is placed at (scope, device,
+// seq). It allocates nothing.
+func (l *Ledger) HoldsOp(scope, device string, seq uint64, h Hash) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.chains[chainKey{scope, device}]
+	return c != nil && seq <= l.vv[scope][device] && seq <= c.length() && c.has(seq, h)
 }
 
 // HashesAt returns the hashes of every op placed at (scope, device, seq).

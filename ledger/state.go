@@ -64,8 +64,7 @@ type stockEntry struct {
 // CRDT or derived on demand from one.
 type state struct {
 	stock    map[stockKey]*stockEntry
-	sales    map[string]*SaleRecord // sale id → record
-	saleLog  crdt.GSet[string]
+	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
 	byRef    map[string]string // device + "\x00" + ref → sale id (idempotency)
 	refunds  map[string]int64  // sale id → refunded amount (also for refunds seen before their sale)
 	catalog  map[string]*crdt.LWW[CatalogItem]
@@ -134,7 +133,6 @@ func (s *state) apply(o *Op, b body) {
 			Refunded: s.refunds[id],
 		}
 		s.sales[id] = rec
-		s.saleLog.Add(id)
 		if b.Ref != "" {
 			s.byRef[o.Device+"\x00"+b.Ref] = id
 		}

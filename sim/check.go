@@ -69,10 +69,10 @@ func (w *world) checkAll() {
 	for k, a := range w.acked {
 		byScope[a.store] = append(byScope[a.store], k)
 	}
-	w.salesOf = map[*node]map[string][]ledger.SaleRecord{}
+	w.salesOf = map[*node]map[string][]string{}
 	for _, n := range w.nodes {
 		if n.alive && n.spec.role == ledger.RoleAnchor {
-			w.salesOf[n] = salesByStore(n.l)
+			w.salesOf[n] = saleIDsByStore(n.l)
 		}
 	}
 	scopes := w.scopes()
@@ -191,7 +191,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
 	for _, k := range ops {
 		a := w.acked[k]
-		has := slices.Contains(n.l.HashesAt(sc, a.device, a.seq), a.hash)
+		has := n.l.HoldsOp(sc, a.device, a.seq, a.hash)
 		switch {
 		case !has && a.exempt:
 			continue // gone with a replaced disk, and this replica never got it
@@ -240,13 +240,15 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 func (w *world) checkSales(sc string, n *node, want map[string]bool) {
 	seen := map[string]int{}
 	var twice, extra []string
-	for _, s := range w.sales(n, sc) {
-		seen[s.ID]++
-		if seen[s.ID] == 2 {
-			twice = append(twice, s.ID)
+	ids := w.saleIDs(n, sc)
+	slices.Sort(ids) // failures list ids in a stable order
+	for _, id := range ids {
+		seen[id]++
+		if seen[id] == 2 {
+			twice = append(twice, id)
 		}
-		if !want[s.ID] && seen[s.ID] == 1 {
-			extra = append(extra, s.ID)
+		if !want[id] && seen[id] == 1 {
+			extra = append(extra, id)
 		}
 	}
 	missing := 0
@@ -263,20 +265,19 @@ func (w *world) checkSales(sc string, n *node, want map[string]bool) {
 	}
 }
 
-// sales returns n's sale log of scope. An anchor's whole log is read
-// once, before the checks, and split by store: Sales(scope) walks every
-// sale it holds.
-func (w *world) sales(n *node, sc string) []ledger.SaleRecord {
+// saleIDs returns the ids in n's sale log of scope. An anchor's whole log
+// is read once, before the checks, and split by store.
+func (w *world) saleIDs(n *node, sc string) []string {
 	if m := w.salesOf[n]; m != nil {
-		return m[sc]
+		return slices.Clone(m[sc])
 	}
-	return n.l.Sales(sc)
+	return n.l.SaleIDs(sc)
 }
 
-func salesByStore(l *ledger.Ledger) map[string][]ledger.SaleRecord {
-	m := map[string][]ledger.SaleRecord{}
+func saleIDsByStore(l *ledger.Ledger) map[string][]string {
+	m := map[string][]string{}
 	for _, s := range l.Sales("") {
-		m[s.Store] = append(m[s.Store], s)
+		m[s.Store] = append(m[s.Store], s.ID)
 	}
 	return m
 }
