@@ -65,8 +65,8 @@ type stockEntry struct {
 type state struct {
 	stock    map[stockKey]*stockEntry
 	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
-	byRef    map[string]string // device + "\x00" + ref → sale id (idempotency)
-	refunds  map[string]int64  // sale id → refunded amount (also for refunds seen before their sale)
+	byRef    map[string]string      // device + "\x00" + ref → sale id (idempotency)
+	refunds  map[string]int64       // sale id → refunded amount (also for refunds seen before their sale)
 	catalog  map[string]*crdt.LWW[CatalogItem]
 	prices   map[string]*crdt.LWW[PriceSet]
 	policy   map[string]*crdt.LWW[Policy]
