@@ -19,11 +19,14 @@
 //     missing. New local ops are pushed at once; ops fresh from their
 //     author are relayed one hop (TakeRelay).
 //   - Anti-entropy is periodic but quiet: a scope's summary is skipped
-//     while nothing it would say is news to the peer (our vector unchanged
-//     and acknowledged, no fork or differing head, HQ's holdings unchanged),
-//     down to one full summary per keepalive; an anchor, and a node with
-//     fresh news of one, send a small heartbeat instead, so "last HQ
-//     contact" stays fresh. Idle shops' traffic is mostly keepalives.
+//     while the peer is known to hold our newest op of every device (from
+//     its summaries' heads, the ops it sent us, and its acknowledgements of
+//     ours) and neither side has reported a fork or a differing head, down
+//     to one full summary per keepalive (a minute). News of HQ alone goes
+//     in a small partial summary; an anchor, and a node with fresh news of
+//     one, send a heartbeat when all is quiet, so "last HQ contact" stays
+//     fresh. A summary says when its sender has had none of ours
+//     (Unsynced), and is answered with one.
 //
 // HAZARD: Push must not be called from inside a Step of the same session:
 // the ledger's subscribers run inside ApplyBatch. Queue and push after.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -115,6 +116,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: index idempotency keys: %w", err)
 	}
+	// Replaying the log read every op once: give that garbage back before
+	// the node settles in (DESIGN §10: an idle terminal under 64 MiB).
+	debug.FreeOSMemory()
 	n.met = newMetrics(n)
 	n.unsub = n.l.Subscribe(n.onDurable)
 	cleanup = append(cleanup, func() { n.unsub() })
@@ -314,11 +318,17 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 
 // statusLoop pushes status changes to the page and persists the last
 // anchor contact.
+// idleTrimAfter is how long without new ops before an idle node gives
+// its unused heap back to the OS.
+const idleTrimAfter = 30 * time.Second
+
 func (n *Node) statusLoop(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.StatusEvery)
 	defer t.Stop()
 	last := ""
+	var lastWork uint64
+	quietSince, trimmed := time.Now(), true
 	for {
 		select {
 		case <-ctx.Done():
@@ -331,5 +341,14 @@ func (n *Node) statusLoop(ctx context.Context) {
 			n.hub.publish(event{name: "status"})
 		}
 		n.persistAnchorContact()
+		// Once the node has been idle for a while after work, return the
+		// heap's headroom to the OS: between sales the heap may grow to
+		// twice what is live, and an idle terminal should not keep that.
+		if st := n.l.Stats(); st.Appended+st.Applied != lastWork {
+			lastWork, quietSince, trimmed = st.Appended+st.Applied, time.Now(), false
+		} else if !trimmed && time.Since(quietSince) >= idleTrimAfter {
+			debug.FreeOSMemory()
+			trimmed = true
+		}
 	}
 }

@@ -7,7 +7,9 @@
 //     LoadScenario and the library in scenarios/ (embedded).
 //   - Run: one run for one seed; Explore: many seeds on a few goroutines,
 //     each run on its own; Main: the "storemesh sim" command line.
-//   - world.go (nodes, clocks, the event loop), net.go (links, sessions,
+//   - lanes.go (the partitions a run is split into, and the event loop
+//     that runs them in parallel), world.go (nodes, clocks, global
+//     events), net.go (links, sessions,
 //     frames), workload.go (the trade), faults.go (partitions, crashes,
 //     backups and restores, clock faults, flaps), check.go (invariants),
 //     report.go and svg.go (what a run says).
@@ -23,14 +25,22 @@
 // a Step of the same session. Push policy "durable" floods instead (every
 // durable op to every session), for comparison. There is no second protocol here.
 //
-// Determinism: the seed decides everything. Virtual time is int64 ns; the
-// event queue is ordered by (time, sequence number); all randomness comes
-// from one PCG source seeded by the seed; device keys from
+// Determinism: the seed decides everything. Virtual time is int64 ns.
+// The nodes are split into lanes (the anchors; each store), each with its
+// own event queue ordered by (time, sequence number), its own PCG source
+// seeded by the seed and the lane's index, and its own trace; scenario
+// events, samples and checks are global events, run alone. Lanes run in
+// parallel in windows no longer than the least latency of a link between
+// lanes, so nothing a lane does in a window reaches another lane within
+// it; frames that cross are handed over at the window's end, in lane
+// order. The lane split and the window come from the scenario alone, so a
+// report is the same whatever the number of goroutines (RunWorkers;
+// TestLanesWorkerCountInvisible). Device keys come from
 // ledgertest.NewFleet(seed); every node's physical clock is a function of
-// virtual time (integer drift arithmetic); no goroutines, no wall clock,
-// and no map iteration order reaches behaviour (nodes, links and sessions
-// are visited in index order). The wall clock appears only in
-// Report.Wall, which the text and JSON reports leave out.
+// virtual time (integer drift arithmetic); no wall clock and no map
+// iteration order reaches behaviour (nodes, links and sessions are visited
+// in index order). The wall clock appears only in Report.Wall and its
+// split, which the text and JSON reports leave out.
 //
 // Invariants checked after every run, per scope and per replica:
 //   - convergence: every replica of a scope has the same ledger.Digest
@@ -63,6 +73,12 @@
 //     final digest check does).
 //   - A big run holds every replica's ledger in memory: fleet-1000 peaks
 //     near 3 GB.
+//   - Inside a window a lane must touch only its own nodes and links and
+//     the read-only scenario: a link between lanes is dialled, connected
+//     and closed by global events only (a failed session's close waits for
+//     the window's end), and fault hooks force one worker. dial and
+//     closeLink panic if that is broken; the race detector runs the lane
+//     tests.
 //
 // Imports: mesh (the state machine; never mesh/p2p), ledger, ledgertest,
 // crdt and go-datastore; never libp2p (fence_test.go). Imported only by

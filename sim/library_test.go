@@ -65,11 +65,11 @@ func TestLibraryScenarios(t *testing.T) {
 }
 
 // TestFleet1000 runs the 1,000-device scenario for SIM_FLEET_SEEDS seeds
-// (none by default: one to two minutes each on two cores).
+// (none by default: about a minute each on two cores).
 func TestFleet1000(t *testing.T) {
 	seeds := sweepSeeds(t, "SIM_FLEET_SEEDS", 0, 0, 0)
 	if len(seeds) == 0 {
-		t.Skip("set SIM_FLEET_SEEDS=N to run fleet-1000 for seeds 1..N (one to two minutes each)")
+		t.Skip("set SIM_FLEET_SEEDS=N to run fleet-1000 for seeds 1..N (about a minute each)")
 	}
 	sc, err := LoadScenario("fleet-1000")
 	if err != nil {

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // storemesh runs the binary to completion and returns stdout, stderr and
 // the exit code.
-func storemesh(t *testing.T, timeout time.Duration, env []string, args ...string) (string, string, int) {
+func storemesh(t testing.TB, timeout time.Duration, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -62,7 +62,7 @@ func storemesh(t *testing.T, timeout time.Duration, env []string, args ...string
 	return out.String(), errb.String(), code
 }
 
-func mustRun(t *testing.T, args ...string) string {
+func mustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	out, errOut, code := storemesh(t, 30*time.Second, nil, args...)
 	if code != 0 {
@@ -73,7 +73,7 @@ func mustRun(t *testing.T, args ...string) string {
 
 // proc is a running storemesh node or anchor.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	log    string
 	http   string
@@ -84,7 +84,7 @@ type proc struct {
 
 // startNode runs "storemesh node|anchor" with args plus a free HTTP port,
 // a loopback listen address and no mDNS, and waits until it serves.
-func startProc(t *testing.T, sub string, args ...string) *proc {
+func startProc(t testing.TB, sub string, args ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	ready := filepath.Join(dir, "ready.json")
@@ -208,7 +208,7 @@ func (p *proc) must(want int, method, path string, body any, out any, headers ..
 	}
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -220,7 +220,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // newFleet makes a fleet with the CLI and enrolls devices: name → store/role.
-func newFleet(t *testing.T) (fleet string, enroll func(name, store, role string) string) {
+func newFleet(t testing.TB) (fleet string, enroll func(name, store, role string) string) {
 	dir := t.TempDir()
 	fleet = filepath.Join(dir, "fleet")
 	out := mustRun(t, "fleet", "init", "--dir", fleet)
@@ -239,7 +239,7 @@ func newFleet(t *testing.T) (fleet string, enroll func(name, store, role string)
 	}
 }
 
-func checkMode(t *testing.T, path string, want os.FileMode) {
+func checkMode(t testing.TB, path string, want os.FileMode) {
 	t.Helper()
 	st, err := os.Stat(path)
 	if err != nil {
