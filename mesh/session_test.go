@@ -66,6 +66,21 @@ func (h *harness) addNode(store string, role ledger.Role) *simNode {
 	return n
 }
 
+// addRestored adds a node that is a restored copy of n's device: the same
+// key and certificate over storage of its own, so it makes the same seqs
+// differently (a fork).
+func (h *harness) addRestored(n *simNode) *simNode {
+	cfg := h.fleet.Config(n.dev, nil)
+	cfg.Now = h.clock
+	l, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r := &simNode{dev: n.dev, l: l, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}}
+	h.nodes = append(h.nodes, r)
+	return r
+}
+
 // connect opens a session pair between nodes i and j.
 func (h *harness) connect(i, j int) {
 	for _, p := range [][2]int{{i, j}, {j, i}} {
@@ -327,13 +342,7 @@ func TestForkedDeviceBranchesReachEveryReplica(t *testing.T) {
 	h.addNode("s1", ledger.RoleTerminal)
 	// A restored copy of node 0's device: same key and certificate, its own
 	// (old) storage, selling the same seqs differently.
-	cfg := h.fleet.Config(a.dev, nil)
-	cfg.Now = h.clock
-	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}})
+	h.addRestored(a)
 	for k := 0; k < 5; k++ {
 		h.sell(0, "TEA", 1)
 		h.sell(3, "COFFEE", 1)
@@ -522,13 +531,7 @@ func TestQuietSummariesStillFindForks(t *testing.T) {
 	a := h.addNode("s1", ledger.RoleTerminal)
 	h.addNode("s1", ledger.RoleTerminal)
 	h.addNode("s1", ledger.RoleTerminal)
-	cfg := h.fleet.Config(a.dev, nil)
-	cfg.Now = h.clock
-	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.nodes = append(h.nodes, &simNode{dev: a.dev, l: restored, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}})
+	h.addRestored(a)
 	h.connect(0, 1)
 	h.connect(1, 2)
 	h.settle(40) // quiet: nothing sold yet, everyone acknowledged
@@ -569,12 +572,7 @@ func TestForkRequestRepeatedAfterKeepalive(t *testing.T) {
 	a := h.addNode("s1", ledger.RoleTerminal)
 	x := h.addNode("s1", ledger.RoleTerminal) // will hold both branches
 	y := h.addNode("s1", ledger.RoleTerminal) // holds one
-	cfg := h.fleet.Config(a.dev, nil)
-	cfg.Now = h.clock
-	restored, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	restored := h.addRestored(a).l
 	var branchA, branchB [][]byte
 	for k := 0; k < 3; k++ {
 		o, err := a.l.Append(h.ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 100))

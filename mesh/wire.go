@@ -143,49 +143,60 @@ func frameOf(t msgType, body []byte) []byte {
 
 // decodeFrame parses one frame from a peer. It returns the message (one of
 // the *Msg types) or, for a type this build does not know, (t, nil, nil).
+// A frame with our fixed head has its body decoded in place; any other
+// (and a type this build does not know, so that the whole frame is still
+// checked to be well-formed) goes through decodeFrameWhole, and both decide
+// every input the same way (FuzzDecodeFrame).
 func decodeFrame(b []byte) (msgType, any, error) {
 	if len(b) > MaxFrame {
 		return 0, nil, protoErr(CodeOversized, "frame of %d bytes", len(b))
 	}
-	var msg interface{ check() error }
-	newMsg := func(t msgType) {
-		switch t {
-		case msgHello:
-			msg = new(helloMsg)
-		case msgSummary:
-			msg = new(summaryMsg)
-		case msgOps:
-			msg = new(opsMsg)
-		case msgWant:
-			msg = new(wantMsg)
-		case msgBye:
-			msg = new(byeMsg)
-		}
-	}
-	var t msgType
-	var body []byte
 	if len(b) > 3 && b[0] == frameHead && b[1] == wireVersion && b[2] < 24 {
-		// The head every frame of ours has: the body follows it directly
-		// (its decoder below still refuses trailing bytes). A type this
-		// build does not know takes the full path, which checks the
-		// whole frame is well-formed.
-		t, body = msgType(b[2]), b[3:]
-		newMsg(t)
-	}
-	if msg == nil {
-		var f frame
-		if err := crdt.Unmarshal(b, &f); err != nil {
-			return 0, nil, protoErr(CodeBadFrame, "%v", err)
-		}
-		if f.V != wireVersion {
-			return 0, nil, protoErr(CodeBadFrame, "wire version %d", f.V)
-		}
-		t, body = f.T, f.Body
-		newMsg(t)
-		if msg == nil {
-			return t, nil, nil
+		if t := msgType(b[2]); newMsg(t) != nil {
+			return decodeBody(t, b[3:]) // its decoder refuses trailing bytes
 		}
 	}
+	return decodeFrameWhole(b)
+}
+
+// decodeFrameWhole decodes the frame array with the generic decoder, then
+// its body.
+func decodeFrameWhole(b []byte) (msgType, any, error) {
+	var f frame
+	if err := crdt.Unmarshal(b, &f); err != nil {
+		return 0, nil, protoErr(CodeBadFrame, "%v", err)
+	}
+	if f.V != wireVersion {
+		return 0, nil, protoErr(CodeBadFrame, "wire version %d", f.V)
+	}
+	if newMsg(f.T) == nil {
+		return f.T, nil, nil
+	}
+	return decodeBody(f.T, f.Body)
+}
+
+type message interface{ check() error }
+
+// newMsg returns an empty message of type t, nil for a type this build
+// does not know.
+func newMsg(t msgType) message {
+	switch t {
+	case msgHello:
+		return new(helloMsg)
+	case msgSummary:
+		return new(summaryMsg)
+	case msgOps:
+		return new(opsMsg)
+	case msgWant:
+		return new(wantMsg)
+	case msgBye:
+		return new(byeMsg)
+	}
+	return nil
+}
+
+func decodeBody(t msgType, body []byte) (msgType, any, error) {
+	msg := newMsg(t)
 	if err := crdt.Unmarshal(body, msg); err != nil {
 		return t, nil, protoErr(CodeBadFrame, "%s: %v", t, err)
 	}

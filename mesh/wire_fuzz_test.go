@@ -41,41 +41,13 @@ func FuzzDecodeFrame(f *testing.F) {
 	})
 }
 
-// decodeFrameReference is decodeFrame without the fast path: the frame
-// decoded whole by the generic decoder, then its body.
+// decodeFrameReference is decodeFrame without the fast path: the whole
+// frame through the generic decoder, then its body.
 func decodeFrameReference(b []byte) (msgType, any, error) {
 	if len(b) > MaxFrame {
 		return 0, nil, protoErr(CodeOversized, "frame of %d bytes", len(b))
 	}
-	var f frame
-	if err := crdt.Unmarshal(b, &f); err != nil {
-		return 0, nil, protoErr(CodeBadFrame, "%v", err)
-	}
-	if f.V != wireVersion {
-		return 0, nil, protoErr(CodeBadFrame, "wire version %d", f.V)
-	}
-	var msg interface{ check() error }
-	switch f.T {
-	case msgHello:
-		msg = new(helloMsg)
-	case msgSummary:
-		msg = new(summaryMsg)
-	case msgOps:
-		msg = new(opsMsg)
-	case msgWant:
-		msg = new(wantMsg)
-	case msgBye:
-		msg = new(byeMsg)
-	default:
-		return f.T, nil, nil
-	}
-	if err := crdt.Unmarshal(f.Body, msg); err != nil {
-		return f.T, nil, protoErr(CodeBadFrame, "%s: %v", f.T, err)
-	}
-	if err := msg.check(); err != nil {
-		return f.T, nil, protoErr(CodeBadFrame, "%s: %v", f.T, err)
-	}
-	return f.T, msg, nil
+	return decodeFrameWhole(b)
 }
 
 // TestFrameEncodingIsCanonical: the frames built with the fixed head are
