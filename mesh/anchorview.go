@@ -15,11 +15,14 @@ import (
 type AnchorView struct {
 	mu    sync.Mutex
 	acked map[string]crdt.VersionVector
-	seen  int64 // Unix ns, by the reporting anchor's or peer's clock
+	from  map[string]string // scope → the peer whose report last added to acked
+	seen  int64             // Unix ns, by the reporting anchor's or peer's clock
 }
 
 // NewAnchorView returns an empty view.
-func NewAnchorView() *AnchorView { return &AnchorView{acked: map[string]crdt.VersionVector{}} }
+func NewAnchorView() *AnchorView {
+	return &AnchorView{acked: map[string]crdt.VersionVector{}, from: map[string]string{}}
+}
 
 // Acked returns what anchors are known to hold in scope.
 func (v *AnchorView) Acked(scope string) crdt.VersionVector {
@@ -28,12 +31,12 @@ func (v *AnchorView) Acked(scope string) crdt.VersionVector {
 	return v.acked[scope].Clone()
 }
 
-// AckedSum is the sum of Acked(scope), without copying it: it changes
-// whenever the vector does.
-func (v *AnchorView) AckedSum(scope string) uint64 {
+// AckedSum is the sum of Acked(scope), without copying it (it changes
+// whenever the vector does), and the peer whose report last added to it.
+func (v *AnchorView) AckedSum(scope string) (sum uint64, from string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.acked[scope].Sum()
+	return v.acked[scope].Sum(), v.from[scope]
 }
 
 // Seen returns when an anchor was last heard from (Unix ns; 0: never).
@@ -43,9 +46,10 @@ func (v *AnchorView) Seen() int64 {
 	return v.seen
 }
 
-// merge folds in an acknowledgement and a contact time; seen is capped at
-// now so a peer with a fast clock cannot make HQ look reached in future.
-func (v *AnchorView) merge(scope string, acked crdt.VersionVector, seen, now int64) {
+// merge folds in an acknowledgement and a contact time reported by peer
+// from; seen is capped at now so a peer with a fast clock cannot make HQ
+// look reached in future.
+func (v *AnchorView) merge(from, scope string, acked crdt.VersionVector, seen, now int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(acked) > 0 {
@@ -54,7 +58,10 @@ func (v *AnchorView) merge(scope string, acked crdt.VersionVector, seen, now int
 			have = crdt.VersionVector{}
 			v.acked[scope] = have
 		}
-		have.Merge(acked)
+		if !have.Dominates(acked) {
+			have.Merge(acked)
+			v.from[scope] = from
+		}
 	}
 	seen = min(seen, now)
 	if seen > v.seen {

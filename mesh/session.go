@@ -71,6 +71,10 @@ type SessionConfig struct {
 	// Anchor is shared by the node's sessions: what HQ holds and when it
 	// was last reached, learned directly or from peers. Nil: private.
 	Anchor *AnchorView
+	// Neighbors is shared by the node's sessions: the peers it has an
+	// established session with, told to peers so they do not relay to us
+	// what we have first hand. Nil: private.
+	Neighbors *Neighbors
 
 	// BatchBytes caps the ops in one frame: small enough to interleave
 	// pushes with a catch-up, large enough that framing is noise. 64 KiB.
@@ -104,6 +108,9 @@ func (c *SessionConfig) fill() {
 	}
 	if c.Anchor == nil {
 		c.Anchor = NewAnchorView()
+	}
+	if c.Neighbors == nil {
+		c.Neighbors = NewNeighbors()
 	}
 	if c.RetryTicks <= 0 {
 		c.RetryTicks = 3
@@ -150,6 +157,8 @@ type scopeState struct {
 	peerHas  map[string]headAt
 	sentHead map[string]headAt
 	owed     bool // the peer has had no full summary of ours: send one
+
+	toldNeighbors uint64 // Neighbors' version in our last full summary (FleetScope only)
 }
 
 // headAt names one op of a device: its seq and the first bytes of its hash.
@@ -192,7 +201,12 @@ type Session struct {
 	order    []string     // keys of sc, sorted
 	relay    []*ledger.Op // fresh ops from their author, for the driver to push on
 	toldSeen int64        // the anchor contact time in our last summary to the peer
-	news     []string     // scopes in which pulled ops were applied, for Announce
+	counted  bool         // this session is in cfg.Neighbors
+	// peerNear is the set of devices the peer has an established session
+	// with (its last fleet-wide summary); nil until it says. Ops of those
+	// authors are not relayed to it.
+	peerNear map[string]bool
+	news     []string // scopes in which pulled ops were applied, for Announce
 	stats    SessionStats
 }
 
@@ -270,12 +284,34 @@ func (s *Session) fail(err error) error {
 		pe = protoErr(CodeStorage, "%v", err)
 	}
 	s.err = pe
+	s.release()
 	s.stats.Rejected[pe.Code]++
 	if pe.Code != CodePeerBye {
 		s.emit(msgBye, &byeMsg{Code: pe.Code, Detail: pe.Detail})
 	}
 	s.log.Warn("sync session closed", "code", pe.Code, "detail", pe.Detail)
 	return pe
+}
+
+// errClosed ends a session its transport closed.
+var errClosed = protoErr(CodePeerBye, "session closed by its transport")
+
+// Close ends the session from outside, when its transport is gone (a reset
+// stream, a link down): the peer leaves the node's Neighbors. No bye is
+// queued. Calling it again, or after the session failed, does nothing.
+func (s *Session) Close() {
+	if s.err == nil {
+		s.err = errClosed
+	}
+	s.release()
+}
+
+// release takes the peer out of the node's Neighbors.
+func (s *Session) release() {
+	if s.counted {
+		s.counted = false
+		s.cfg.Neighbors.remove(s.cfg.RemoteID)
+	}
 }
 
 // Step handles one frame from the peer. A non-nil error means the session
@@ -355,6 +391,8 @@ func (s *Session) onHello(ctx context.Context, m *helloMsg) error {
 		return s.fail(protoErr(CodeCertNotYetValid, "%v", err))
 	}
 	s.hello, s.peer = true, cert
+	s.counted = true
+	s.cfg.Neighbors.add(s.cfg.RemoteID)
 	s.all = cert.Role == ledger.RoleAnchor
 	s.peerS = cert.Store
 	s.log = s.log.With("peer_name", cert.Name, "peer_store", cert.Store, "peer_role", cert.Role)
@@ -456,14 +494,29 @@ func (s *Session) newsOf(scope string, st *scopeState) news {
 	if st.owed || !st.synced || !st.peerQuiet || s.tick-st.toldTick >= s.cfg.KeepaliveTicks {
 		return newsAll
 	}
+	if scope == ledger.FleetScope && s.cfg.Neighbors.version() != st.toldNeighbors {
+		return newsAll // our neighbors changed: the peer relays by them
+	}
+	self := s.l.Self().Device
 	held, forked := s.l.EachHead(scope, func(d string, seq uint64, h *ledger.Hash) bool {
+		if d != self && (d == s.cfg.RemoteID || s.peerNear[d]) {
+			// The peer has these first hand, from their author, whose
+			// own anti-entropy with it repairs what is lost; a fork of
+			// theirs (two devices with one id) shows at the keepalive.
+			return true
+		}
 		a := st.peerHas[d]
 		return a.seq == seq && [headLen]byte(h[:headLen]) == a.prefix
 	})
 	if !held || forked {
 		return newsAll
 	}
-	if !s.all && s.cfg.Anchor.AckedSum(scope) != st.toldAnchor {
+	if s.all {
+		return newsNone
+	}
+	// News of HQ travels from whoever heard it to each peer that does not
+	// hear it from the same source directly.
+	if sum, from := s.cfg.Anchor.AckedSum(scope); sum != st.toldAnchor && from != s.cfg.RemoteID && !s.peerNear[from] {
 		return newsAnchor
 	}
 	return newsNone
@@ -485,6 +538,13 @@ func (s *Session) sendSummary(scope string) {
 		m.Anchor = s.cfg.Anchor.Acked(scope)
 		m.AnchorSeen = s.cfg.Anchor.Seen()
 		s.toldSeen = max(s.toldSeen, m.AnchorSeen)
+	}
+	if scope == ledger.FleetScope {
+		var ver uint64
+		m.Neighbors, ver = s.cfg.Neighbors.snapshot()
+		if st := s.sc[scope]; st != nil {
+			st.toldNeighbors = ver
+		}
 	}
 	if st := s.sc[scope]; st != nil {
 		m.Unsynced = !st.synced
@@ -531,15 +591,21 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 	st.sent.Merge(m.VV)
 	now := s.cfg.Now()
 	if s.all {
-		s.cfg.Anchor.merge(m.Scope, m.VV, now, now)
+		s.cfg.Anchor.merge(s.cfg.RemoteID, m.Scope, m.VV, now, now)
 	} else if s.l.Self().Store != ledger.FleetScope {
-		s.cfg.Anchor.merge(m.Scope, m.Anchor, m.AnchorSeen, now)
+		s.cfg.Anchor.merge(s.cfg.RemoteID, m.Scope, m.Anchor, m.AnchorSeen, now)
 	}
 	if m.Partial {
 		return nil
 	}
 	st.synced = true
 	st.owed = st.owed || m.Unsynced
+	if m.Scope == ledger.FleetScope && m.Neighbors != nil {
+		s.peerNear = make(map[string]bool, len(m.Neighbors))
+		for _, d := range m.Neighbors {
+			s.peerNear[d] = true
+		}
+	}
 	agree, err := s.exchangeForks(ctx, m.Scope, st, m.VV, m.Heads, m.Forks)
 	if err != nil {
 		return s.fail(err)
@@ -779,10 +845,10 @@ func (s *Session) flushAck(scope string, st *scopeState) {
 // TakeRelay returns the ops this session received fresh from their author
 // since the last call. The driver pushes them to its other sessions, so a
 // peer that cannot reach the author (an anchor behind one terminal) gets
-// them at once; summaries carry news further. HAZARD: in a full LAN mesh
-// one hop still sends each op about (n−1)² times (every peer relays it to
-// every other); a relay that skips peers connected to the author is open
-// work.
+// them at once; summaries carry news further. Push leaves out the peers
+// that have a session with the author themselves (they said so in their
+// fleet-wide summaries, Neighbors), so in a LAN where every device sees
+// every other an op crosses once to each device.
 func (s *Session) TakeRelay() []*ledger.Op {
 	r := s.relay
 	s.relay = nil
@@ -810,9 +876,13 @@ func (s *Session) Push(ctx context.Context, ops []*ledger.Op) error {
 	}
 	byScope := map[string][]ledger.RawOp{}
 	var order []string
+	self := s.l.Self().Device
 	for _, o := range ops {
 		if !s.shared(o.Store) || o.Device == s.cfg.RemoteID {
 			continue
+		}
+		if o.Device != self && s.peerNear[o.Device] {
+			continue // a relay the peer has first hand from the author
 		}
 		st := s.scope(o.Store)
 		if !st.synced || o.Seq != st.sent.Get(o.Device)+1 {

@@ -19,6 +19,7 @@ type simNode struct {
 	l       *ledger.Ledger
 	pulls   *Pulls
 	anchors *AnchorView
+	near    *Neighbors
 	sess    map[int]*Session
 }
 
@@ -61,7 +62,7 @@ func (h *harness) addNode(store string, role ledger.Role) *simNode {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	n := &simNode{dev: d, l: l, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}}
+	n := &simNode{dev: d, l: l, pulls: NewPulls(), anchors: NewAnchorView(), near: NewNeighbors(), sess: map[int]*Session{}}
 	h.nodes = append(h.nodes, n)
 	return n
 }
@@ -76,7 +77,7 @@ func (h *harness) addRestored(n *simNode) *simNode {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	r := &simNode{dev: n.dev, l: l, pulls: NewPulls(), anchors: NewAnchorView(), sess: map[int]*Session{}}
+	r := &simNode{dev: n.dev, l: l, pulls: NewPulls(), anchors: NewAnchorView(), near: NewNeighbors(), sess: map[int]*Session{}}
 	h.nodes = append(h.nodes, r)
 	return r
 }
@@ -85,7 +86,8 @@ func (h *harness) addRestored(n *simNode) *simNode {
 func (h *harness) connect(i, j int) {
 	for _, p := range [][2]int{{i, j}, {j, i}} {
 		a, b := h.nodes[p[0]], h.nodes[p[1]]
-		s := NewSession(a.l, SessionConfig{RemoteID: b.dev.ID(), RemotePub: b.dev.Cert.PubKey, Now: h.clock, Found: "sim", Pulls: a.pulls, Anchor: a.anchors})
+		s := NewSession(a.l, SessionConfig{RemoteID: b.dev.ID(), RemotePub: b.dev.Cert.PubKey, Now: h.clock, Found: "sim",
+			Pulls: a.pulls, Anchor: a.anchors, Neighbors: a.near})
 		a.sess[p[1]] = s
 		s.Start(h.ctx)
 		h.flush(p[0], p[1])
@@ -94,8 +96,12 @@ func (h *harness) connect(i, j int) {
 
 // disconnect drops both sessions and the frames between i and j.
 func (h *harness) disconnect(i, j int) {
-	delete(h.nodes[i].sess, j)
-	delete(h.nodes[j].sess, i)
+	for _, p := range [][2]int{{i, j}, {j, i}} {
+		if s := h.nodes[p[0]].sess[p[1]]; s != nil {
+			s.Close()
+		}
+		delete(h.nodes[p[0]].sess, p[1])
+	}
 	h.queue = slices.DeleteFunc(h.queue, func(f frameMsg) bool {
 		return (f.from == i && f.to == j) || (f.from == j && f.to == i)
 	})
@@ -682,5 +688,51 @@ func TestAnchorHeartbeat(t *testing.T) {
 	}
 	if c.full[0] > 2*2*4 {
 		t.Fatalf("the quiet manager sent %d full summaries in 90 ticks", c.full[0])
+	}
+}
+
+// opsSent totals the ops every session has sent.
+func (h *harness) opsSent() uint64 {
+	var n uint64
+	for _, nd := range h.nodes {
+		for _, s := range nd.sess {
+			n += s.Stats().OpsOut
+		}
+	}
+	return n
+}
+
+// TestFullMeshSendsEachOpOnce: in a shop where every terminal sees every
+// other, a sale crosses to each terminal once, from its author: nobody
+// relays what the others have first hand. In a star (the spokes see only
+// the hub) the hub relays it to the other spokes, and they still get it.
+func TestFullMeshSendsEachOpOnce(t *testing.T) {
+	for _, star := range []bool{false, true} {
+		h := newHarness(t, 26)
+		for range 5 {
+			h.addNode("s1", ledger.RoleTerminal)
+		}
+		for i := range 5 {
+			for j := i + 1; j < 5; j++ {
+				if !star || i == 0 {
+					h.connect(i, j)
+				}
+			}
+		}
+		h.settle(8) // hellos, then a summary period: everyone knows who sees whom
+		before := h.opsSent()
+		author := 1 // a spoke in the star
+		for k := 0; k < 20; k++ {
+			h.sell(author, "TEA", 1)
+			h.deliver()
+		}
+		h.run([]string{"s1"}, 20)
+		sent := h.opsSent() - before
+		// Every other node gets the 20 ops once: 4 × 20, whether from the
+		// author (full mesh) or from it and then the hub (star: 20 to the
+		// hub, 3 × 20 relayed).
+		if want := uint64(4 * 20); sent != want {
+			t.Errorf("star %v: %d ops sent for 20 sales to 4 peers, want %d", star, sent, want)
+		}
 	}
 }

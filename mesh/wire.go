@@ -86,6 +86,10 @@ type summaryMsg struct {
 	// the receiver (it was lost, or not sent yet): the receiver owes one,
 	// even when it has nothing new to say.
 	Unsynced bool `cbor:"8,keyasint,omitempty"`
+	// Neighbors lists, in fleet-wide summaries, the devices the sender has
+	// an established session with (the receiver among them, so nil means
+	// "not said"): the receiver does not relay to it their fresh ops.
+	Neighbors []string `cbor:"9,keyasint,omitempty"`
 }
 
 const headLen = 8
@@ -246,6 +250,14 @@ func (m *summaryMsg) check() error {
 	for d, h := range m.Heads {
 		if len(h) != headLen || m.VV[d] == 0 {
 			return fmt.Errorf("bad head for %q", d)
+		}
+	}
+	if len(m.Neighbors) > maxScopes {
+		return fmt.Errorf("%d neighbors", len(m.Neighbors))
+	}
+	for _, d := range m.Neighbors {
+		if d == "" || len(d) > 128 {
+			return fmt.Errorf("bad neighbor id of %d bytes", len(d))
 		}
 	}
 	return nil

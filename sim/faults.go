@@ -158,10 +158,10 @@ func (w *world) crash(n *node, d int64) {
 	if !n.alive {
 		return
 	}
-	n.alive, n.l, n.pulls, n.anchor, n.pending = false, nil, nil, nil, nil
 	for _, li := range n.links {
 		w.closeLink(li)
 	}
+	n.alive, n.l, n.pulls, n.anchor, n.near, n.pending = false, nil, nil, nil, nil, nil
 	if d >= 0 {
 		w.rep.Marks = append(w.rep.Marks, Mark{From: secs(w.now), To: secs(w.now + d), What: "crash " + n.spec.name})
 		w.do(d, func() { w.restart(n) })

@@ -131,7 +131,7 @@ func (w *world) connect(e *event) {
 	for side := range 2 {
 		n, p := w.nodes[lk.node(side)], w.nodes[lk.node(1-side)]
 		lk.sess[side] = mesh.NewSession(n.l, mesh.SessionConfig{
-			RemoteID: p.dev.ID(), RemotePub: p.dev.Cert.PubKey, Found: "sim", Pulls: n.pulls, Anchor: n.anchor,
+			RemoteID: p.dev.ID(), RemotePub: p.dev.Cert.PubKey, Found: "sim", Pulls: n.pulls, Anchor: n.anchor, Neighbors: n.near,
 			Now:        func() int64 { return n.clk.at(n.ln.now) },
 			BatchBytes: t.BatchBytes, MaxPull: t.MaxPull, RetryTicks: t.RetryTicks, SummaryTicks: t.SummaryTicks,
 			KeepaliveTicks: t.KeepaliveTicks,
@@ -154,6 +154,9 @@ func (w *world) closeLink(li int) {
 	}
 	if w.inWindow && w.crossLane(li) {
 		panic("sim: a link between lanes closed inside a window")
+	}
+	for _, s := range lk.sess {
+		s.Close() // the peers leave each other's neighbors
 	}
 	lk.sess = [2]*mesh.Session{}
 	lk.gen++

@@ -31,6 +31,7 @@ type node struct {
 	l       *ledger.Ledger   // nil while crashed
 	pulls   *mesh.Pulls      // shared by the node's sessions, as in mesh/p2p
 	anchor  *mesh.AnchorView // shared by the node's sessions, as in mesh/p2p
+	near    *mesh.Neighbors  // shared by the node's sessions, as in mesh/p2p
 	alive   bool
 	links   []int // indices of this node's links, sorted by the peer's index
 	clk     nodeClock
@@ -219,7 +220,7 @@ func (w *world) open(n *node) error {
 	if w.sc.Push == "durable" {
 		l.Subscribe(func(ops []*ledger.Op) { n.pending = append(n.pending, ops...) })
 	}
-	n.l, n.alive, n.pulls, n.anchor = l, true, mesh.NewPulls(), mesh.NewAnchorView()
+	n.l, n.alive, n.pulls, n.anchor, n.near = l, true, mesh.NewPulls(), mesh.NewAnchorView(), mesh.NewNeighbors()
 	return nil
 }
 

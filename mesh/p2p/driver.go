@@ -100,6 +100,7 @@ func newDriver(m *Mesh, s network.Stream, pub ed25519.PublicKey, found string) *
 		Logger:    m.log,
 		Pulls:     m.pulls,   // one peer, not all, is asked for each missing op
 		Anchor:    m.anchors, // what HQ holds, learned directly or relayed by peers
+		Neighbors: m.near,    // who we see first hand, told to peers so they do not relay it to us
 	}
 	if m.cfg.SessionTuning != nil {
 		m.cfg.SessionTuning(&sc)
@@ -347,6 +348,9 @@ func (d *driver) finish(err error) {
 	d.cancel(err)
 	_ = d.stream.Reset()
 	<-d.outDone
+	d.mu.Lock()
+	d.sess.Close() // the peer leaves our neighbors
+	d.mu.Unlock()
 
 	bannable := mesh.IsBannable(err)
 	switch {

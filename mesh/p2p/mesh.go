@@ -211,6 +211,7 @@ type Mesh struct {
 	mdns    *mdnsState
 	pulls   *mesh.Pulls      // shared by the sessions
 	anchors *mesh.AnchorView // shared by the sessions
+	near    *mesh.Neighbors  // shared by the sessions: peers with an established session
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -273,6 +274,7 @@ func New(ctx context.Context, cfg Config) (*Mesh, error) {
 		rng:      cfg.Rand,
 		pulls:    mesh.NewPulls(),
 		anchors:  mesh.NewAnchorView(),
+		near:     mesh.NewNeighbors(),
 	}
 	if m.rng == nil {
 		sum := sha256.Sum256(cfg.Key.Public().(ed25519.PublicKey))
