@@ -55,6 +55,9 @@ type Node struct {
 	serveErr  chan error
 	closeOnce sync.Once
 	closeErr  error
+
+	connMu   sync.Mutex
+	newConns map[net.Conn]bool // HTTP connections with no request yet
 }
 
 // New opens the node's storage and ledger, joins the mesh and starts
@@ -138,6 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		ConnState:         n.trackConn,
 	}
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
@@ -172,6 +176,10 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		n.hub.close() // ends event streams, which Shutdown would wait for
+		// Shutdown waits up to 5 s for a connection that has sent no
+		// request yet (a client's spare connection) before it counts it as
+		// idle: close those now, nothing is lost with them.
+		n.closeNewConns()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := n.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
@@ -198,6 +206,28 @@ func (n *Node) Close() error {
 		n.log.Info("node stopped")
 	})
 	return n.closeErr
+}
+
+// trackConn remembers the HTTP connections that have not sent a request.
+func (n *Node) trackConn(c net.Conn, st http.ConnState) {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	if n.newConns == nil {
+		n.newConns = map[net.Conn]bool{}
+	}
+	if st == http.StateNew {
+		n.newConns[c] = true
+	} else {
+		delete(n.newConns, c)
+	}
+}
+
+func (n *Node) closeNewConns() {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	for c := range n.newConns {
+		c.Close()
+	}
 }
 
 // HTTPAddr is the address the API listens on (host:port).

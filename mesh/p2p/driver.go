@@ -218,7 +218,7 @@ func (d *driver) run() {
 			err = context.Cause(d.ctx)
 		}
 	}
-	d.finish(err)
+	d.finish(err, frames, errs)
 }
 
 // call runs fn on the session under its mutex and queues what it made.
@@ -323,9 +323,22 @@ func (d *driver) writeLoop(errs chan<- error) {
 	}
 }
 
+// refusal reports whether code refuses a peer at the handshake (who it
+// is), as opposed to a peer that broke the protocol: the first is told
+// why before the stream goes.
+func refusal(code string) bool {
+	switch code {
+	case mesh.CodeWrongFleet, mesh.CodeNotEnrolled, mesh.CodeCertExpired, mesh.CodeCertNotYetValid,
+		mesh.CodeRevoked, mesh.CodeIdentityMismatch:
+		return true
+	}
+	return false
+}
+
 // finish closes the stream, bans the peer when the error says it is not a
 // trustworthy fleet member, and tells the mesh.
-func (d *driver) finish(err error) {
+func (d *driver) finish(err error, frames <-chan []byte, errs <-chan error) {
+	d.established.Store(false) // ending: status counts running sessions only
 	var pe *mesh.ProtocolError
 	isProto := errors.As(err, &pe)
 	if isProto && pe.Code == mesh.CodeOversized {
@@ -341,9 +354,30 @@ func (d *driver) finish(err error) {
 	d.outClosed = true
 	d.outCond.Broadcast()
 	d.outMu.Unlock()
+	grace := time.After(byeGrace)
+	flushed := false
 	select {
 	case <-d.outDone:
-	case <-time.After(byeGrace):
+		flushed = true
+	case <-grace:
+	}
+	if flushed && isProto && refusal(pe.Code) {
+		// We refuse the peer at the handshake: close our side rather than
+		// reset it, and give the peer a moment to read to the end and
+		// close its own. A reset makes the peer drop what it
+		// has not read yet (our hello and bye among it), so a peer of
+		// another fleet would see a reset and never learn, or ban, why.
+		_ = d.stream.CloseWrite()
+	drain:
+		for {
+			select {
+			case <-frames: // what the peer still says no longer matters
+			case <-errs: // our read side ended: the peer closed or reset
+				break drain
+			case <-grace:
+				break drain
+			}
+		}
 	}
 	d.cancel(err)
 	_ = d.stream.Reset()
