@@ -159,6 +159,7 @@ type scopeState struct {
 	owed     bool // the peer has had no full summary of ours: send one
 
 	toldNeighbors uint64 // Neighbors' version in our last full summary (FleetScope only)
+	toldAck       uint64 // sum of the vector in our last summary that carried all of it
 }
 
 // headAt names one op of a device: its seq and the first bytes of its hash.
@@ -430,6 +431,9 @@ func (s *Session) summarise(periodic bool) {
 		if periodic {
 			switch s.newsOf(sc, st) {
 			case newsNone:
+				if s.ackAsAnchor(sc, st) {
+					sent = true
+				}
 				continue
 			case newsAnchor:
 				s.sendAnchorNews(sc, st)
@@ -522,6 +526,25 @@ func (s *Session) newsOf(scope string, st *scopeState) news {
 	return newsNone
 }
 
+// ackAsAnchor is an anchor telling a device of a store what it holds of
+// the store, when that grew since it last said: the device counts its
+// store's ops HQ does not hold yet ("queued for HQ"), its own and every
+// other device's, and an anchor otherwise acknowledges only what came
+// from that session. A partial summary: the vector alone.
+func (s *Session) ackAsAnchor(scope string, st *scopeState) bool {
+	if s.all || scope != s.peerS || s.l.Self().Role != ledger.RoleAnchor {
+		return false
+	}
+	vv := s.l.VersionVector(scope)
+	if vv.Sum() == st.toldAck {
+		return false
+	}
+	st.toldAck = vv.Sum()
+	clear(st.ackDue)
+	s.emit(msgSummary, &summaryMsg{Scope: scope, VV: vv, Partial: true})
+	return true
+}
+
 // sendAnchorNews sends what HQ holds of scope, and when it was last heard
 // of, as a partial summary without a version vector.
 func (s *Session) sendAnchorNews(scope string, st *scopeState) {
@@ -551,6 +574,7 @@ func (s *Session) sendSummary(scope string) {
 		st.owed = false
 		clear(st.ackDue) // the full vector acknowledges them
 		st.told = m.VV.Sum()
+		st.toldAck = st.told
 		st.toldTick = s.tick
 		st.toldAnchor = m.Anchor.Sum()
 	}

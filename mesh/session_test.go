@@ -736,3 +736,65 @@ func TestFullMeshSendsEachOpOnce(t *testing.T) {
 		}
 	}
 }
+
+// queued is what node i counts as queued for HQ: its store's ops that no
+// anchor is known to hold (its own AnchorView, or its own session with an
+// anchor, whose acknowledgements feed the same view).
+func (h *harness) queued(i int) uint64 {
+	n := h.nodes[i]
+	store := n.dev.Cert.Store
+	acked := n.anchors.Acked(store)
+	var q uint64
+	for d, seq := range n.l.VersionVector(store) {
+		if a := acked[d]; seq > a {
+			q += seq - a
+		}
+	}
+	return q
+}
+
+// TestQueuedForHQDrains: once HQ holds a store's sales, every device of
+// the store learns it within a couple of summary periods, whether each
+// device has its own session with the anchor (the demo) or only the hub
+// has (a star behind one uplink), and whatever the other devices sold.
+func TestQueuedForHQDrains(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		h := newHarness(t, 27)
+		for range 4 {
+			h.addNode("s1", ledger.RoleTerminal)
+		}
+		anchor := 4
+		h.addNode(ledger.FleetScope, ledger.RoleAnchor)
+		for i := range 4 {
+			for j := i + 1; j < 4; j++ {
+				h.connect(i, j)
+			}
+			if direct || i == 0 {
+				h.connect(i, anchor)
+			}
+		}
+		h.settle(8)
+		// Two rounds: the second in the steady state, where only the
+		// acknowledgements can carry the news (nothing else is owed).
+		var ticks int
+		for round := range 2 {
+			for k := 0; k < 12; k++ {
+				h.sell(k%4, "TEA", 1)
+			}
+			h.run([]string{"s1"}, 20)
+			for ticks = 0; ticks < 12; ticks++ {
+				if h.queued(0)+h.queued(1)+h.queued(2)+h.queued(3) == 0 {
+					break
+				}
+				h.settle(1)
+			}
+			if round == 0 {
+				h.settle(40)
+			}
+		}
+		if ticks == 12 {
+			t.Errorf("direct %v: still queued for HQ 12 ticks after convergence: %d %d %d %d", direct,
+				h.queued(0), h.queued(1), h.queued(2), h.queued(3))
+		}
+	}
+}

@@ -202,7 +202,7 @@ func TestCLIDemoExit(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "every replica converged") {
 		t.Fatalf("demo --exit: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"sales", "stock", "converged", "conflicts   1 found"} {
+	for _, want := range []string{"sales", "stock", "converged", "conflicts   1 found", "HQ acknowledged every terminal's sales"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo report lacks %q:\n%s", want, out)
 		}

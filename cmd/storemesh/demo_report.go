@@ -89,6 +89,8 @@ func (d *demo) printReport(w io.Writer, dir string, kept bool) {
 	}
 	if r.Acked {
 		fmt.Fprintf(w, "  uplink      HQ acknowledged every terminal's sales %s after the heal (0 queued)\n", r.AckedIn.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "  uplink      NOT every terminal knows HQ holds its sales %s after the heal (some still show sales queued)\n", r.AckedIn.Round(time.Millisecond))
 	}
 	open := 0
 	for _, c := range r.Conflicts {
