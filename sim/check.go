@@ -22,6 +22,7 @@ const (
 	InvConflicts    = "same-conflicts"  // every replica of a scope lists the same conflicts
 	InvForks        = "forks-flagged"   // equivocating devices are flagged on every replica, and only they
 	InvWorkload     = "workload"        // an op the simulator built was refused for a reason it should not be
+	InvHQAcked      = "hq-acknowledged" // every store device learns what HQ holds of its store (its "queued for HQ" drains)
 	InvRunError     = "error"           // the run could not finish (Explore only)
 	maxListedPerInv = 3
 )
@@ -115,6 +116,10 @@ func (w *world) checkScope(sc string, ops []int) {
 	w.checkDigests(sc, reps)
 	for _, n := range reps {
 		w.checkOps(sc, n, ops)
+		if q := w.hqQueued[n]; q > 0 {
+			w.fail(w.failure(InvHQAcked, sc, n.spec.name, "no op of the store counted as queued for HQ",
+				fmt.Sprintf("%d ops queued %.0f s after convergence", q, secs(w.hqAt-w.convergedAt))))
+		}
 	}
 	w.checkConflicts(sc, reps)
 }

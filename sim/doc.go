@@ -58,7 +58,13 @@
 //   - same-conflicts: every replica of a store lists the same conflicts;
 //   - forks-flagged: a device with two acknowledged ops at one seq (a
 //     restored device that sold before it learned its last seq) is listed
-//     by ledger.Forks on every replica of the scope, and no other is.
+//     by ledger.Forks on every replica of the scope, and no other is;
+//   - hq-acknowledged: within two keepalives of convergence every running
+//     device of a store with an uplink knows what HQ holds of its store:
+//     nothing left counted as queued for HQ (its mesh.AnchorView against
+//     its ledger, as the node's status computes queued_for_anchor). The
+//     run goes on after convergence until then, and reports how long it
+//     took.
 //
 // HAZARDS:
 //   - Per-frame loss, duplication and reordering model a worse network

@@ -16,34 +16,38 @@ import (
 // but Wall is a function of the scenario and the seed: two runs print
 // byte-identical text and JSON.
 type Report struct {
-	Scenario       string        `json:"scenario"`
-	Seed           uint64        `json:"seed"`
-	Push           string        `json:"push"`
-	Nodes          int           `json:"nodes"`
-	Stores         int           `json:"stores"`
-	Anchors        int           `json:"anchors"`
-	Links          int           `json:"links"`
-	Lanes          int           `json:"lanes"`     // partitions of the nodes run in parallel between windows
-	WindowMS       float64       `json:"window_ms"` // the lookahead: the least latency of a link between lanes
-	Ops            OpStats       `json:"ops"`
-	Wire           WireStats     `json:"wire"`
-	VirtualS       float64       `json:"virtual_s"`         // simulated time the run covered
-	WorkloadS      float64       `json:"workload_s"`        // length of the random workload
-	OpsPerVirtualS float64       `json:"ops_per_virtual_s"` // acknowledged ops per second of workload
-	LastHealS      float64       `json:"last_heal_s"`       // the last partition heal or restart
-	CaughtUp       bool          `json:"caught_up"`         // every replica came to hold every op acknowledged before the last heal
-	CatchUpS       float64       `json:"catch_up_s"`        // how long that took after the last heal
-	QuietS         float64       `json:"quiet_s"`           // faults over, workload over: convergence is timed from here
-	Converged      bool          `json:"converged"`
-	ConvergedAtS   float64       `json:"converged_at_s"`
-	ConvergenceS   float64       `json:"convergence_s"` // converged_at − quiet
-	Conflicts      ConflictStats `json:"conflicts"`
-	Forks          []string      `json:"forks,omitempty"`    // store/device flagged for equivocation
-	Restored       []string      `json:"restored,omitempty"` // devices restored from a backup
-	HeldAtEnd      int           `json:"held_at_end"`        // ops still waiting for a predecessor
-	TraceHash      string        `json:"trace_hash"`         // SHA-256 over every frame and op event, in order
-	Failures       []Failure     `json:"failures"`
-	Notes          []string      `json:"notes,omitempty"`
+	Scenario       string    `json:"scenario"`
+	Seed           uint64    `json:"seed"`
+	Push           string    `json:"push"`
+	Nodes          int       `json:"nodes"`
+	Stores         int       `json:"stores"`
+	Anchors        int       `json:"anchors"`
+	Links          int       `json:"links"`
+	Lanes          int       `json:"lanes"`     // partitions of the nodes run in parallel between windows
+	WindowMS       float64   `json:"window_ms"` // the lookahead: the least latency of a link between lanes
+	Ops            OpStats   `json:"ops"`
+	Wire           WireStats `json:"wire"`
+	VirtualS       float64   `json:"virtual_s"`         // simulated time the run covered
+	WorkloadS      float64   `json:"workload_s"`        // length of the random workload
+	OpsPerVirtualS float64   `json:"ops_per_virtual_s"` // acknowledged ops per second of workload
+	LastHealS      float64   `json:"last_heal_s"`       // the last partition heal or restart
+	CaughtUp       bool      `json:"caught_up"`         // every replica came to hold every op acknowledged before the last heal
+	CatchUpS       float64   `json:"catch_up_s"`        // how long that took after the last heal
+	QuietS         float64   `json:"quiet_s"`           // faults over, workload over: convergence is timed from here
+	Converged      bool      `json:"converged"`
+	ConvergedAtS   float64   `json:"converged_at_s"`
+	ConvergenceS   float64   `json:"convergence_s"` // converged_at − quiet
+	// HQAckedS is how long after convergence every store device knew what
+	// HQ holds of its store (nothing left counted as queued for HQ); -1
+	// when that had not happened when the run gave up waiting.
+	HQAckedS  float64       `json:"hq_acked_s"`
+	Conflicts ConflictStats `json:"conflicts"`
+	Forks     []string      `json:"forks,omitempty"`    // store/device flagged for equivocation
+	Restored  []string      `json:"restored,omitempty"` // devices restored from a backup
+	HeldAtEnd int           `json:"held_at_end"`        // ops still waiting for a predecessor
+	TraceHash string        `json:"trace_hash"`         // SHA-256 over every frame and op event, in order
+	Failures  []Failure     `json:"failures"`
+	Notes     []string      `json:"notes,omitempty"`
 
 	Samples []Sample      `json:"-"` // the graphs of WriteSVG
 	Marks   []Mark        `json:"-"` // faults, shaded in the SVG
@@ -127,6 +131,10 @@ func (w *world) finish() {
 	}
 	if w.converged {
 		r.Converged, r.ConvergedAtS, r.ConvergenceS = true, secs(w.convergedAt), secs(w.convergedAt-w.quiet)
+		r.HQAckedS = secs(w.hqAt - w.convergedAt)
+		if len(w.hqQueued) > 0 {
+			r.HQAckedS = -1
+		}
 	}
 	if r.WorkloadS > 0 {
 		r.OpsPerVirtualS = float64(r.Ops.Total) / r.WorkloadS
@@ -223,6 +231,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.Converged {
 		p("converged at %.1f s: %.1f s after the quiet point", r.ConvergedAtS, r.ConvergenceS)
+		if r.HQAckedS >= 0 {
+			p("hq        every store device knew what HQ holds %.1f s after that", r.HQAckedS)
+		} else {
+			p("hq        some store device still counted ops as queued for HQ when the run ended")
+		}
 	} else {
 		p("converged NO (gave up at %.1f s)", r.VirtualS)
 	}

@@ -107,7 +107,10 @@ type world struct {
 	stop            bool
 	converged       bool
 	convergedAt     int64
-	randomOps       int // random workload ops made, as of the last window's end
+	hqBy            int64            // after convergence: wait this long for HQ's acknowledgements to spread
+	hqAt            int64            // when the run ended on them
+	hqQueued        map[*node]uint64 // store devices still counting ops as queued for HQ then
+	randomOps       int              // random workload ops made, as of the last window's end
 	sampleEvery     int64
 
 	salesOf map[*node]map[string][]string // checks: anchors' sale ids by store
@@ -269,24 +272,79 @@ func (w *world) tick(n *node) {
 	}
 }
 
-// check runs every Check interval from the quiet point: the run ends at
-// the first moment every replica of every scope agrees, or at the
-// deadline.
+// check runs every Check interval from the quiet point until every
+// replica of every scope agrees (or the deadline), then until every store
+// device knows HQ holds its store's ops, for at most two keepalives: the
+// run ends there.
 func (w *world) check(e *event) {
-	if w.convergedNow() {
-		w.converged, w.convergedAt, w.stop = true, w.now, true
-		if w.caughtUpAt < 0 {
-			w.caughtUpAt = w.now
+	if !w.converged {
+		if w.convergedNow() {
+			w.converged, w.convergedAt = true, w.now
+			if w.caughtUpAt < 0 {
+				w.caughtUpAt = w.now
+			}
+			w.hqBy = w.now + 2*int64(w.sc.Tick)*int64(w.keepaliveTicks())
+		} else if w.now >= w.deadline {
+			w.stop = true
+			w.sample()
+			return
 		}
-		w.sample()
-		return
 	}
-	if w.now >= w.deadline {
-		w.stop = true
-		w.sample()
-		return
+	if w.converged {
+		if q := w.queuedForHQ(); len(q) == 0 || w.now >= w.hqBy {
+			w.hqQueued, w.hqAt = q, w.now
+			w.stop = true
+			w.sample()
+			return
+		}
 	}
 	w.at(int64(w.sc.Check), e)
+}
+
+// keepaliveTicks is the sessions' keepalive, as mesh fills it in.
+func (w *world) keepaliveTicks() int {
+	t := w.sc.Session
+	if t.KeepaliveTicks > 0 {
+		return t.KeepaliveTicks
+	}
+	return 12 * max(t.SummaryTicks, 5)
+}
+
+// queuedForHQ returns, for each running store device that has a way to an
+// anchor, the ops of its store it counts as not yet held by HQ (its
+// AnchorView against its ledger, as the node's status computes
+// queued_for_anchor), when there are any.
+func (w *world) queuedForHQ() map[*node]uint64 {
+	if len(w.anchors) == 0 {
+		return nil
+	}
+	out := map[*node]uint64{}
+	for _, st := range w.stores {
+		uplink := false
+		for _, i := range w.byStore[st] {
+			uplink = uplink || w.nodes[i].spec.uplink
+		}
+		if !uplink {
+			continue
+		}
+		for _, i := range w.byStore[st] {
+			n := w.nodes[i]
+			if !n.alive {
+				continue
+			}
+			acked := n.anchor.Acked(st)
+			var q uint64
+			for d, seq := range n.l.VersionVector(st) {
+				if a := acked[d]; seq > a {
+					q += seq - a
+				}
+			}
+			if q > 0 {
+				out[n] = q
+			}
+		}
+	}
+	return out
 }
 
 // healed notes a heal (a link back up, a device restarted): from now on
