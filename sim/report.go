@@ -250,7 +250,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			p("  %s", f)
 		}
 	} else {
-		p("result    PASS: convergence, no lost ack, counted once, stock conserved, same conflicts, forks flagged")
+		p("result    PASS: convergence, no lost ack, counted once, stock conserved, same conflicts, forks flagged, HQ acknowledged")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
