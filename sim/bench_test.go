@@ -15,6 +15,7 @@ func benchScenario(b *testing.B, name string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	batchGC() // as "storemesh sim run" does
 	var wall, converge, catchUp float64
 	ops, runs := 0, 0
 	for b.Loop() {
