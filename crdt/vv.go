@@ -136,6 +136,19 @@ func (v VersionVector) Sum() uint64 {
 	return n
 }
 
+// Beyond counts the ops v covers that o does not: for each device, how
+// far v's seq runs past o's. A replica's vector Beyond what HQ is known to
+// hold is its count of ops queued for HQ.
+func (v VersionVector) Beyond(o VersionVector) uint64 {
+	var n uint64
+	for d, s := range v {
+		if t := o[d]; s > t {
+			n += s - t
+		}
+	}
+	return n
+}
+
 // Encode encodes v as a deterministic CBOR map (device → seq), the
 // compact form exchanged between peers. Zero entries are left out.
 func (v VersionVector) Encode() ([]byte, error) {

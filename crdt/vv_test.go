@@ -221,6 +221,13 @@ func TestVersionVectorBasics(t *testing.T) {
 	if v.Sum() != 5 {
 		t.Fatalf("Sum() = %d, want 5", v.Sum())
 	}
+	// a runs 1 past, z 4 past an absent entry; b is behind and counts 0.
+	if got := v.Beyond(crdt.VersionVector{"a": 2, "b": 7, "z": 0, "y": 3}); got != 1 {
+		t.Fatalf("Beyond = %d, want 1", got)
+	}
+	if got := (crdt.VersionVector{"z": 4}).Beyond(nil); got != 4 {
+		t.Fatalf("Beyond(nil) = %d, want 4", got)
+	}
 	v.Advance("a", 1)
 	if v.Get("a") != 3 {
 		t.Fatal("Advance lowered an entry")

@@ -25,6 +25,14 @@ func (l *Ledger) VersionVector(scope string) crdt.VersionVector {
 	return l.vv[scope].Clone()
 }
 
+// VersionSum is the sum of VersionVector(scope), without copying it: it
+// grows whenever the vector does.
+func (l *Ledger) VersionSum(scope string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.vv[scope].Sum()
+}
+
 // Seq returns the highest contiguous seq held from device in scope.
 func (l *Ledger) Seq(scope, device string) uint64 {
 	l.mu.Lock()

@@ -112,6 +112,13 @@ func (c *SessionConfig) fill() {
 	if c.Neighbors == nil {
 		c.Neighbors = NewNeighbors()
 	}
+	c.fillTicks()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *SessionConfig) fillTicks() {
 	if c.RetryTicks <= 0 {
 		c.RetryTicks = 3
 	}
@@ -121,9 +128,13 @@ func (c *SessionConfig) fill() {
 	if c.KeepaliveTicks <= 0 {
 		c.KeepaliveTicks = 12 * c.SummaryTicks
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+}
+
+// Keepalive is the keepalive, in ticks, of a session made with c: its
+// KeepaliveTicks, or the default that follows from SummaryTicks.
+func (c SessionConfig) Keepalive() int {
+	c.fillTicks()
+	return c.KeepaliveTicks
 }
 
 // SessionStats are one session's counters.
@@ -535,10 +546,10 @@ func (s *Session) ackAsAnchor(scope string, st *scopeState) bool {
 	if s.all || scope != s.peerS || s.l.Self().Role != ledger.RoleAnchor {
 		return false
 	}
-	vv := s.l.VersionVector(scope)
-	if vv.Sum() == st.toldAck {
-		return false
+	if s.l.VersionSum(scope) == st.toldAck {
+		return false // asked every tick: no copy of the vector until it grew
 	}
+	vv := s.l.VersionVector(scope)
 	st.toldAck = vv.Sum()
 	clear(st.ackDue)
 	s.emit(msgSummary, &summaryMsg{Scope: scope, VV: vv, Partial: true})

@@ -55,7 +55,16 @@ func newHarness(t *testing.T, seed uint64) *harness {
 func (h *harness) clock() int64 { return h.now }
 
 func (h *harness) addNode(store string, role ledger.Role) *simNode {
-	d := h.fleet.Enroll(store, role)
+	return h.open(h.fleet.Enroll(store, role))
+}
+
+// addRestored adds a node that is a restored copy of n's device: the same
+// key and certificate over storage of its own, so it makes the same seqs
+// differently (a fork).
+func (h *harness) addRestored(n *simNode) *simNode { return h.open(n.dev) }
+
+// open adds a node for device d over a new in-memory ledger.
+func (h *harness) open(d *ledgertest.Device) *simNode {
 	cfg := h.fleet.Config(d, nil)
 	cfg.Now = h.clock
 	l, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
@@ -67,19 +76,19 @@ func (h *harness) addNode(store string, role ledger.Role) *simNode {
 	return n
 }
 
-// addRestored adds a node that is a restored copy of n's device: the same
-// key and certificate over storage of its own, so it makes the same seqs
-// differently (a fork).
-func (h *harness) addRestored(n *simNode) *simNode {
-	cfg := h.fleet.Config(n.dev, nil)
-	cfg.Now = h.clock
-	l, err := ledger.Open(h.ctx, ledgertest.MemStore(), cfg)
-	if err != nil {
-		h.t.Fatal(err)
+// shop adds n terminals of store s1 and connects each pair i < j that
+// link allows.
+func (h *harness) shop(n int, link func(i, j int) bool) {
+	for range n {
+		h.addNode("s1", ledger.RoleTerminal)
 	}
-	r := &simNode{dev: n.dev, l: l, pulls: NewPulls(), anchors: NewAnchorView(), near: NewNeighbors(), sess: map[int]*Session{}}
-	h.nodes = append(h.nodes, r)
-	return r
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			if link(i, j) {
+				h.connect(i, j)
+			}
+		}
+	}
 }
 
 // connect opens a session pair between nodes i and j.
@@ -709,16 +718,7 @@ func (h *harness) opsSent() uint64 {
 func TestFullMeshSendsEachOpOnce(t *testing.T) {
 	for _, star := range []bool{false, true} {
 		h := newHarness(t, 26)
-		for range 5 {
-			h.addNode("s1", ledger.RoleTerminal)
-		}
-		for i := range 5 {
-			for j := i + 1; j < 5; j++ {
-				if !star || i == 0 {
-					h.connect(i, j)
-				}
-			}
-		}
+		h.shop(5, func(i, j int) bool { return !star || i == 0 })
 		h.settle(8) // hellos, then a summary period: everyone knows who sees whom
 		before := h.opsSent()
 		author := 1 // a spoke in the star
@@ -743,14 +743,7 @@ func TestFullMeshSendsEachOpOnce(t *testing.T) {
 func (h *harness) queued(i int) uint64 {
 	n := h.nodes[i]
 	store := n.dev.Cert.Store
-	acked := n.anchors.Acked(store)
-	var q uint64
-	for d, seq := range n.l.VersionVector(store) {
-		if a := acked[d]; seq > a {
-			q += seq - a
-		}
-	}
-	return q
+	return n.l.VersionVector(store).Beyond(n.anchors.Acked(store))
 }
 
 // TestQueuedForHQDrains: once HQ holds a store's sales, every device of
@@ -760,15 +753,10 @@ func (h *harness) queued(i int) uint64 {
 func TestQueuedForHQDrains(t *testing.T) {
 	for _, direct := range []bool{true, false} {
 		h := newHarness(t, 27)
-		for range 4 {
-			h.addNode("s1", ledger.RoleTerminal)
-		}
+		h.shop(4, func(i, j int) bool { return true })
 		anchor := 4
 		h.addNode(ledger.FleetScope, ledger.RoleAnchor)
 		for i := range 4 {
-			for j := i + 1; j < 4; j++ {
-				h.connect(i, j)
-			}
 			if direct || i == 0 {
 				h.connect(i, anchor)
 			}

@@ -156,8 +156,9 @@ func decodeFrame(b []byte) (msgType, any, error) {
 		return 0, nil, protoErr(CodeOversized, "frame of %d bytes", len(b))
 	}
 	if len(b) > 3 && b[0] == frameHead && b[1] == wireVersion && b[2] < 24 {
-		if t := msgType(b[2]); newMsg(t) != nil {
-			return decodeBody(t, b[3:]) // its decoder refuses trailing bytes
+		t := msgType(b[2])
+		if msg := newMsg(t); msg != nil {
+			return decodeBody(t, msg, b[3:]) // its decoder refuses trailing bytes
 		}
 	}
 	return decodeFrameWhole(b)
@@ -173,10 +174,11 @@ func decodeFrameWhole(b []byte) (msgType, any, error) {
 	if f.V != wireVersion {
 		return 0, nil, protoErr(CodeBadFrame, "wire version %d", f.V)
 	}
-	if newMsg(f.T) == nil {
+	msg := newMsg(f.T)
+	if msg == nil {
 		return f.T, nil, nil
 	}
-	return decodeBody(f.T, f.Body)
+	return decodeBody(f.T, msg, f.Body)
 }
 
 type message interface{ check() error }
@@ -199,8 +201,9 @@ func newMsg(t msgType) message {
 	return nil
 }
 
-func decodeBody(t msgType, body []byte) (msgType, any, error) {
-	msg := newMsg(t)
+// decodeBody decodes body into msg, an empty message of type t, and
+// checks it.
+func decodeBody(t msgType, msg message, body []byte) (msgType, any, error) {
 	if err := crdt.Unmarshal(body, msg); err != nil {
 		return t, nil, protoErr(CodeBadFrame, "%s: %v", t, err)
 	}

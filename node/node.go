@@ -346,12 +346,12 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 	}
 }
 
-// statusLoop pushes status changes to the page and persists the last
-// anchor contact.
 // idleTrimAfter is how long without new ops before an idle node gives
 // its unused heap back to the OS.
 const idleTrimAfter = 30 * time.Second
 
+// statusLoop pushes status changes to the page, persists the last anchor
+// contact, and trims the heap once the node has been idle.
 func (n *Node) statusLoop(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.StatusEvery)

@@ -301,13 +301,10 @@ func (w *world) check(e *event) {
 	w.at(int64(w.sc.Check), e)
 }
 
-// keepaliveTicks is the sessions' keepalive, as mesh fills it in.
+// keepaliveTicks is the sessions' keepalive.
 func (w *world) keepaliveTicks() int {
 	t := w.sc.Session
-	if t.KeepaliveTicks > 0 {
-		return t.KeepaliveTicks
-	}
-	return 12 * max(t.SummaryTicks, 5)
+	return mesh.SessionConfig{SummaryTicks: t.SummaryTicks, KeepaliveTicks: t.KeepaliveTicks}.Keepalive()
 }
 
 // queuedForHQ returns, for each running store device that has a way to an
@@ -332,14 +329,7 @@ func (w *world) queuedForHQ() map[*node]uint64 {
 			if !n.alive {
 				continue
 			}
-			acked := n.anchor.Acked(st)
-			var q uint64
-			for d, seq := range n.l.VersionVector(st) {
-				if a := acked[d]; seq > a {
-					q += seq - a
-				}
-			}
-			if q > 0 {
+			if q := n.l.VersionVector(st).Beyond(n.anchor.Acked(st)); q > 0 {
 				out[n] = q
 			}
 		}

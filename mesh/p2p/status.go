@@ -138,12 +138,7 @@ func (m *Mesh) Status() Status {
 	}
 	if self := m.l.Self(); self.Store != ledger.FleetScope {
 		acked.Merge(m.anchors.Acked(self.Store)) // relayed by peers
-		have := m.l.VersionVector(self.Store)
-		for dev, seq := range have {
-			if a := acked.Get(dev); seq > a {
-				st.QueuedForAnchor += seq - a
-			}
-		}
+		st.QueuedForAnchor = m.l.VersionVector(self.Store).Beyond(acked)
 	}
 	return st
 }
