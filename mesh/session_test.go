@@ -103,19 +103,6 @@ func (h *harness) connect(i, j int) {
 	}
 }
 
-// disconnect drops both sessions and the frames between i and j.
-func (h *harness) disconnect(i, j int) {
-	for _, p := range [][2]int{{i, j}, {j, i}} {
-		if s := h.nodes[p[0]].sess[p[1]]; s != nil {
-			s.Close()
-		}
-		delete(h.nodes[p[0]].sess, p[1])
-	}
-	h.queue = slices.DeleteFunc(h.queue, func(f frameMsg) bool {
-		return (f.from == i && f.to == j) || (f.from == j && f.to == i)
-	})
-}
-
 func (h *harness) flush(from, to int) {
 	s := h.nodes[from].sess[to]
 	if s == nil {

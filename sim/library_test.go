@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"fmt"
 	"os"
 	"runtime"
 	"slices"
@@ -106,7 +105,7 @@ func reportFailures(t *testing.T, fails []Failure, runs int) {
 		t.Errorf("%d of %d seeds failed: %v; reproduce with: go run ./cmd/storemesh sim run %s --seed %d",
 			len(seeds), runs, seeds, fails[0].Scenario, seeds[0])
 	}
-	t.Log(fmt.Sprintf("%d seeds, %d failures", runs, len(fails)))
+	t.Logf("%d seeds, %d failures", runs, len(fails))
 }
 
 // TestFullMeshRelayBytes: in shop-mesh every device sees every other, so

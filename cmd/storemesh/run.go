@@ -99,7 +99,8 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	}
 	if *readyFile != "" {
 		b, _ := json.Marshal(map[string]any{"device": n.ID(), "http": n.HTTPAddr(), "addrs": n.Addrs()})
-		if err := os.WriteFile(*readyFile+".tmp", b, 0o644); err == nil {
+		err := os.WriteFile(*readyFile+".tmp", b, 0o644)
+		if err == nil {
 			err = os.Rename(*readyFile+".tmp", *readyFile)
 		}
 		if err != nil {

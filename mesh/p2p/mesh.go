@@ -190,7 +190,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Now == nil || c.Logger == nil {
-		errs = append(errs, errors.New("Now and Logger are required"))
+		errs = append(errs, errors.New("the Now and Logger fields are required"))
 	}
 	return errors.Join(errs...)
 }
