@@ -559,7 +559,7 @@ func (v *verifier) op(raw []byte, storedKey string) {
 		v.problem(ProblemFleet, where, fmt.Sprintf("op of fleet %s, want %s", o.Fleet, v.fleetID))
 		return
 	}
-	cert, err := pickCert(v.certs[o.Device], o)
+	cert, err := pickCert(v.certs[ChainOwner(o.Device)], o)
 	if err != nil {
 		code := ProblemCertificate
 		if r := RejectReason(err); r == ReasonRole || r == ReasonStore {

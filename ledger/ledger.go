@@ -128,6 +128,7 @@ type Ledger struct {
 	idle       *sync.Cond // signalled when a commit leader finishes
 	failed     error
 	closed     bool
+	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
 	subs       map[int]func([]*Op)
 	nextSub    int
 	stats      Stats

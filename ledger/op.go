@@ -107,6 +107,8 @@ func DecodeOp(b []byte) (*Op, error) {
 		return nil, reject(ReasonChain, "seq %d with a %d-byte prev hash", o.Seq, len(o.Prev))
 	case o.Device == "" || len(o.Device) > 128:
 		return nil, reject(ReasonDecode, "device id length %d", len(o.Device))
+	case !validChainID(o.Device):
+		return nil, reject(ReasonDecode, "device id %q has a malformed epoch", o.Device)
 	case o.Store != FleetScope && !ValidStoreID(o.Store):
 		return nil, reject(ReasonDecode, "bad store id %q", o.Store)
 	case len(o.Sig) != ed25519.SignatureSize:

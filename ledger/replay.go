@@ -42,7 +42,7 @@ func (l *Ledger) replay(ctx context.Context) error {
 			return &CorruptError{Key: key, Err: fmt.Errorf("op %s does not link to its chain", o)}
 		}
 		l.placeIn(c, o, pl)
-		if o.Device == self {
+		if ChainOwner(o.Device) == self {
 			l.clock.Restore(o.HLC)
 		}
 		if pl == placeFork {

@@ -62,7 +62,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if c.forked() {
 		return nil, ErrOwnChainForked
 	}
-	if l.heldFor(store, self) {
+	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
 	hlc := l.clock.Now()
@@ -286,7 +286,7 @@ func (l *Ledger) authenticate(res []Result, pubs []ed25519.PublicKey) (checks ui
 // certFor finds a certificate of o's author that allows o.
 func (l *Ledger) certFor(o *Op) (*Certificate, error) {
 	l.mu.Lock()
-	certs := l.certs[o.Device]
+	certs := l.certs[ChainOwner(o.Device)]
 	l.mu.Unlock()
 	return pickCert(certs, o)
 }
@@ -342,7 +342,7 @@ func (l *Ledger) isHeld(o *Op) bool {
 func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
 	o := p.op
 	l.placeIn(c, o, pl)
-	if o.Device == l.selfDevice() {
+	if ChainOwner(o.Device) == l.selfDevice() {
 		l.clock.Restore(o.HLC)
 	} else if err := l.clock.Update(o.HLC); err != nil {
 		l.log.Debug("remote clock ahead", "op", o.String(), "err", err)
