@@ -177,10 +177,18 @@ func OwnBroker(t testing.TB) *Broker {
 	body := strings.Join([]string{
 		"listener " + port + " 127.0.0.1",
 		"allow_anonymous true",
-		"persistence false",
+		// Persistent, saved on every change: the test's own subscriber
+		// keeps its session and queued messages across a restart.
+		"persistence true",
+		"persistence_location " + dir + "/",
+		"autosave_on_changes true",
+		"autosave_interval 1",
 		"log_dest file " + filepath.Join(dir, "mosquitto.log"),
 		"",
 	}, "\n")
+	if os.Geteuid() == 0 { // else mosquitto drops to its own user, who cannot write the test's folder
+		body += "user root\n"
+	}
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +226,17 @@ func (b *Broker) Start() {
 	}
 }
 
-// Stop kills the broker (SIGKILL: a crash, nothing flushed) and waits.
+// Stop stops the broker (SIGTERM, as a service restart does) and waits.
 func (b *Broker) Stop() {
 	if b.cmd == nil {
 		return
 	}
-	b.cmd.Process.Kill()
-	<-b.done
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		b.cmd.Process.Kill()
+		<-b.done
+	}
 	b.cmd = nil
 }
