@@ -62,7 +62,7 @@ func header(o sink.Op) opHeader {
 
 type salePayload struct {
 	opHeader
-	Receipt  string            `json:"receipt_no,omitempty"`
+	Receipt  string            `json:"receipt_no"`
 	Currency string            `json:"currency"`
 	Payment  string            `json:"payment"`
 	Total    int64             `json:"total"`
@@ -110,10 +110,8 @@ func (t *Target) opMessage(o sink.Op) (message, bool) {
 	var p any
 	switch b := o.Body.(type) {
 	case *ledger.Sale:
-		sp := salePayload{opHeader: header(o), Currency: b.Currency, Payment: b.Payment, Total: b.Total(), Offline: b.Offline, Lines: b.Lines}
-		if rec, ok := t.cfg.Ledger.Sale(o.ID()); ok {
-			sp.Receipt = rec.Receipt
-		}
+		sp := salePayload{opHeader: header(o), Receipt: ledger.ReceiptNo(o.Device, o.Seq), Currency: b.Currency, Payment: b.Payment,
+			Total: b.Total(), Offline: b.Offline, Lines: b.Lines}
 		topic, p = TopicSaleCreated, sp
 	case *ledger.Refund:
 		topic, p = TopicRefundCreated, refundPayload{opHeader: header(o), SaleID: b.Sale, Amount: b.Amount, Lines: b.Lines}
