@@ -43,9 +43,8 @@ CREATE TABLE ops (
 	written_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ops_store_at ON ops (store, at);
-CREATE INDEX ops_chain_seq ON ops (chain, seq);
 CREATE TABLE sale_lines (
-	op_id      text NOT NULL REFERENCES ops (op_id),
+	op_id      text NOT NULL,
 	line_no    integer NOT NULL,
 	store      text NOT NULL,
 	device     text NOT NULL,
@@ -61,7 +60,7 @@ CREATE TABLE sale_lines (
 );
 CREATE INDEX sale_lines_store_day ON sale_lines (store, day, sku);
 CREATE TABLE refunds (
-	op_id    text PRIMARY KEY REFERENCES ops (op_id),
+	op_id    text PRIMARY KEY,
 	store    text NOT NULL,
 	device   text NOT NULL,
 	day      date NOT NULL,
@@ -71,7 +70,7 @@ CREATE TABLE refunds (
 );
 CREATE INDEX refunds_sale ON refunds (sale_id);
 CREATE TABLE refund_lines (
-	op_id   text NOT NULL REFERENCES refunds (op_id),
+	op_id   text NOT NULL,
 	line_no integer NOT NULL,
 	sku     text NOT NULL,
 	qty     bigint NOT NULL,
@@ -79,7 +78,7 @@ CREATE TABLE refund_lines (
 	PRIMARY KEY (op_id, line_no)
 );
 CREATE TABLE stock_moves (
-	op_id       text PRIMARY KEY REFERENCES ops (op_id),
+	op_id       text PRIMARY KEY,
 	store       text NOT NULL,
 	device      text NOT NULL,
 	day         date NOT NULL,
@@ -111,7 +110,7 @@ CREATE TABLE devices (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE day_closes (
-	op_id  text PRIMARY KEY REFERENCES ops (op_id),
+	op_id  text PRIMARY KEY,
 	store  text NOT NULL,
 	device text NOT NULL,
 	at     timestamptz NOT NULL,
