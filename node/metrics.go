@@ -88,7 +88,7 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns} {
+		descProtoErr, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp} {
 		ch <- d
 	}
 }
@@ -157,6 +157,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConflicts, open, "open")
 	gauge(descConflicts, resolved, "resolved")
 	gauge(descEventConns, float64(n.hub.count()))
+	n.collectSinks(ch)
 }
 
 func b2f(b bool) float64 {

@@ -18,6 +18,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Node is one running peer: its ledger, its mesh and its HTTP API and
@@ -49,6 +50,7 @@ type Node struct {
 	refundMu sync.Mutex
 	anchor   anchorClock
 
+	sinks     []*sink.Runner
 	unsub     func()
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -131,6 +133,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.mesh().Close() })
+	if err := n.startSinks(ctx); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, n.stopSinks)
 
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -188,6 +194,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		n.persistAnchorContact()
+		n.stopSinks()
 		n.meshMu.Lock()
 		if err := n.m.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("mesh: %w", err))
