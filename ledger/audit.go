@@ -626,7 +626,7 @@ func (v *verifier) tally(o *Op, b body, where string) {
 		t.Sales++
 		t.Total = v.add(t.Total, b.Total(), where)
 		v.st.apply(o, b)
-	case *Refund:
+	case *Refund, *ConflictResolved:
 		v.st.apply(o, b)
 	case *DeviceRevoked:
 		v.rep.Revocations = append(v.rep.Revocations, Revocation{Device: b.Device, At: o.HLC, By: o.Device})
@@ -659,6 +659,12 @@ func (v *verifier) countRefunds() {
 		v.rep.RefundConflicts = append(v.rep.RefundConflicts, v.st.refundConflicts(st)...)
 	}
 	slices.SortFunc(v.rep.RefundConflicts, func(a, b Conflict) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range v.rep.RefundConflicts {
+		if r := v.st.resolved[v.rep.RefundConflicts[i].ID]; r != nil {
+			res := r.Value
+			v.rep.RefundConflicts[i].Resolution = &res
+		}
+	}
 }
 
 func (v *verifier) add(a, b int64, where string) int64 {
