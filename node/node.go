@@ -39,16 +39,13 @@ type Node struct {
 	peers   []string
 	anchors []string
 
-	ln   net.Listener
-	srv  *http.Server
-	hub  *hub
-	met  *metrics
-	refs *refIndex
-	keys keyLocks
-	// refundMu serialises refunds: the check that a refund does not exceed
-	// its sale and the write must not interleave with another refund.
-	refundMu sync.Mutex
-	anchor   anchorClock
+	ln     net.Listener
+	srv    *http.Server
+	hub    *hub
+	met    *metrics
+	refs   *refIndex
+	keys   keyLocks
+	anchor anchorClock
 
 	sinks     []*sink.Runner
 	unsub     func()

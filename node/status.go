@@ -113,13 +113,8 @@ func (n *Node) conflictScope() string {
 }
 
 func (n *Node) openConflicts() int {
-	k := 0
-	for _, c := range n.l.Conflicts(n.conflictScope()) {
-		if c.Resolution == nil {
-			k++
-		}
-	}
-	return k
+	open, _ := n.l.OpenConflicts(n.conflictScope())
+	return open
 }
 
 func (n *Node) handleListConflicts(w http.ResponseWriter, r *http.Request) error {
