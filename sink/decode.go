@@ -54,7 +54,9 @@ func Decode(o *ledger.Op) Op {
 	default:
 		return s
 	}
-	if o.BodyV != 1 {
+	// Any version this build can read: a newer body carries fields this
+	// build does not know, is then not canonical to it, and stays raw.
+	if o.BodyV == 0 {
 		return s
 	}
 	if err := crdt.UnmarshalCanonical(o.Body, b); err != nil {

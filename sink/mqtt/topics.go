@@ -62,7 +62,7 @@ func header(o sink.Op) opHeader {
 
 type salePayload struct {
 	opHeader
-	Receipt  string            `json:"receipt_no"`
+	Receipt  string            `json:"receipt_no,omitempty"`
 	Currency string            `json:"currency"`
 	Payment  string            `json:"payment"`
 	Total    int64             `json:"total"`
@@ -110,8 +110,11 @@ func (t *Target) opMessage(o sink.Op) (message, bool) {
 	var p any
 	switch b := o.Body.(type) {
 	case *ledger.Sale:
-		sp := salePayload{opHeader: header(o), Receipt: ledger.ReceiptNo(o.Device, o.Seq), Currency: b.Currency, Payment: b.Payment,
+		sp := salePayload{opHeader: header(o), Currency: b.Currency, Payment: b.Payment,
 			Total: b.Total(), Offline: b.Offline, Lines: b.Lines}
+		if rec, ok := t.cfg.Ledger.Sale(o.ID()); ok {
+			sp.Receipt = rec.Receipt
+		}
 		topic, p = TopicSaleCreated, sp
 	case *ledger.Refund:
 		topic, p = TopicRefundCreated, refundPayload{opHeader: header(o), SaleID: b.Sale, Amount: b.Amount, Lines: b.Lines}
@@ -155,11 +158,13 @@ type conflictPayload struct {
 	Seq        uint64 `json:"seq"`
 	Oversold   int64  `json:"oversold"`
 	OnHand     int64  `json:"on_hand"`
+	RefundID   string `json:"refund_id,omitempty"`     // over_refund: the refund past its sale
+	Excess     int64  `json:"excess_amount,omitempty"` // over_refund: the amount asked past what was honoured
 }
 
 func (t *Target) conflictMessage(c ledger.Conflict) message {
 	b, _ := json.Marshal(conflictPayload{V: payloadVersion, ConflictID: c.ID, SaleID: c.Sale, Kind: c.Kind, Store: c.Store,
-		SKU: c.SKU, Device: c.Device, Seq: c.Seq, Oversold: c.Oversold, OnHand: c.OnHand})
+		SKU: c.SKU, Device: c.Device, Seq: c.Seq, Oversold: c.Oversold, OnHand: c.OnHand, RefundID: c.Refund, Excess: c.Excess})
 	return message{topic: t.storeTopic(c.Store, TopicConflictOpened), payload: b}
 }
 

@@ -3,8 +3,8 @@ package pg_test
 import (
 	"context"
 	"os"
-	"strconv"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
