@@ -21,9 +21,12 @@
 //     (ErrSchemaTooNew); the anchor does not start.
 //
 // HAZARDS:
-//   - refunds and refund_lines hold the refund as its op says. When two
-//     tills refund the same line offline the ledger may honour less than
-//     the sum; sales_daily counts what the ops say.
+//   - refunds and refund_lines hold the refund as its op says and, in the
+//     honoured columns, what the ledger honours of it; sales_daily counts
+//     the honoured part. Honoured figures are refreshed (refreshRefunds)
+//     by the batch that inserts a sale or one of its refunds, from the
+//     ledger's state at that moment: two anchors with different ops of
+//     one sale may overwrite each other until they hold the same ops.
 //   - refund_lines.amount splits a refund's amount by the refunded sale's
 //     unit prices when the anchor holds that sale, else by quantity.
 //   - day is the UTC date of the op's HLC until stores have time zones.

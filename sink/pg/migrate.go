@@ -66,7 +66,8 @@ CREATE TABLE refunds (
 	day      date NOT NULL,
 	at       timestamptz NOT NULL,
 	sale_id  text NOT NULL,
-	amount   bigint NOT NULL
+	amount   bigint NOT NULL,
+	honoured_amount bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX refunds_sale ON refunds (sale_id);
 CREATE TABLE refund_lines (
@@ -75,6 +76,8 @@ CREATE TABLE refund_lines (
 	sku     text NOT NULL,
 	qty     bigint NOT NULL,
 	amount  bigint NOT NULL,
+	honoured_qty    bigint NOT NULL DEFAULT 0,
+	honoured_amount bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (op_id, line_no)
 );
 CREATE TABLE stock_moves (

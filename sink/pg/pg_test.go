@@ -313,3 +313,89 @@ func TestPostgresSchemaTooNew(t *testing.T) {
 		t.Error("a malformed URL was accepted")
 	}
 }
+
+// TestPostgresSinkHonouredRefunds: two tills refund the same sale in
+// full while apart. The anchor honours the earlier refund only (the other
+// is an over_refund conflict), whichever reaches PostgreSQL first:
+// sales_daily's refunded figures and the honoured columns follow the
+// ledger, and the refunds' bodies stay as sent.
+func TestPostgresSinkHonouredRefunds(t *testing.T) {
+	url := sinktest.Database(t)
+	l, f := anchorLedger(t)
+	ctx := context.Background()
+	d1, d2 := f.Enroll("s1", ledger.RoleTerminal), f.Enroll("s1", ledger.RoleTerminal)
+	c1, c2 := ledgertest.NewClock(), ledgertest.NewClock()
+	c2.Set(ledgertest.Epoch.Add(time.Hour)) // till 2's refund is the later one
+	open := func(d *ledgertest.Device, c *ledgertest.Clock) *ledger.Ledger {
+		cfg := f.Config(d, c)
+		tl, err := ledger.Open(ctx, ledgertest.MemStore(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tl.Close() })
+		for _, c := range []*ledger.Certificate{d1.Cert, d2.Cert} {
+			if _, err := tl.AddCertificate(ctx, c.Encode()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tl
+	}
+	t1, t2 := open(d1, c1), open(d2, c2)
+	for _, c := range []*ledger.Certificate{d1.Cert, d2.Cert} {
+		if _, err := l.AddCertificate(ctx, c.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := t1.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 2, 350))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := t2.Apply(ctx, s.Raw()); err != nil {
+		t.Fatal(err)
+	}
+	full := &ledger.Refund{Sale: s.ID(), Lines: []ledger.RefundLine{{SKU: "TEA", Qty: 2}}, Amount: 700}
+	r1, err := t1.Append(ctx, "s1", ledger.KindRefund, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := t2.Append(ctx, "s1", ledger.KindRefund, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(o *ledger.Op) {
+		if _, err := l.Apply(ctx, o.Raw()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(s)
+	apply(r2) // the later refund first: honoured in full for now
+	r := startSink(t, l, url, "anchorA")
+	waitDrained(t, r)
+	c := sinktest.Connect(t, url)
+	check := func(want1, want2 int64) {
+		t.Helper()
+		var h1, h2, a1, a2, refunded, units int64
+		err := c.QueryRow(ctx, `SELECT
+			(SELECT honoured_amount FROM refunds WHERE op_id = $1), (SELECT amount FROM refunds WHERE op_id = $1),
+			(SELECT honoured_amount FROM refunds WHERE op_id = $2), (SELECT amount FROM refunds WHERE op_id = $2),
+			(SELECT sum(refunded_amount) FROM sales_daily), (SELECT sum(refunded_units) FROM sales_daily)`,
+			r1.ID(), r2.ID()).Scan(&h1, &a1, &h2, &a2, &refunded, &units)
+		if err != nil && want1 >= 0 {
+			t.Fatal(err)
+		}
+		if h1 != want1 || h2 != want2 || a2 != 700 || refunded != want1+want2 || units != (want1+want2)/350 {
+			t.Errorf("honoured %d and %d (bodies %d, %d), sales_daily refunded %d (%d units); want %d and %d",
+				h1, h2, a1, a2, refunded, units, want1, want2)
+		}
+	}
+	var h2 int64
+	if err := c.QueryRow(ctx, `SELECT honoured_amount FROM refunds WHERE op_id = $1`, r2.ID()).Scan(&h2); err != nil || h2 != 700 {
+		t.Fatalf("till 2's refund alone: honoured %d %v, want 700", h2, err)
+	}
+	apply(r1) // the earlier refund arrives: it is honoured, till 2's no longer
+	waitDrained(t, r)
+	check(700, 0)
+	if got := l.Refunds(s.ID()).Amount; got != 700 {
+		t.Errorf("ledger honours %d, want 700", got)
+	}
+}

@@ -45,7 +45,14 @@ func (t *Target) Write(ctx context.Context, scope string, ops []sink.Op, cursor 
 	if err := d.copy(ctx, tx); err != nil {
 		return err
 	}
+	updates, err := t.refreshRefunds(ctx, tx, d)
+	if err != nil {
+		return err
+	}
 	b := &pgx.Batch{}
+	for _, u := range updates {
+		b.Queue(u.sql, u.args...)
+	}
 	d.queue(b)
 	b.Queue(`INSERT INTO storemesh_cursors (anchor, scope, vv, updated_at) VALUES ($1, $2, $3::jsonb, now())
 		ON CONFLICT (anchor, scope) DO UPDATE SET vv = EXCLUDED.vv, updated_at = now()`, t.cfg.Anchor, scope, string(vv))
@@ -123,12 +130,13 @@ type details struct {
 	refundLines [][]any
 	moves       [][]any
 	closes      [][]any
+	sales       map[string]bool // sales whose refunds' honoured amounts may have changed
 	stores      map[string]bool
 	daily       map[dayKey]*dayRow
 }
 
 func (t *Target) details(ops []sink.Op, inserted map[string]bool) *details {
-	d := &details{stores: map[string]bool{}, daily: map[dayKey]*dayRow{}}
+	d := &details{stores: map[string]bool{}, sales: map[string]bool{}, daily: map[dayKey]*dayRow{}}
 	row := func(store string, day time.Time, sku string) *dayRow {
 		k := dayKey{store: store, day: day, sku: sku}
 		if d.daily[k] == nil {
@@ -154,6 +162,7 @@ func (t *Target) details(ops []sink.Op, inserted map[string]bool) *details {
 				r.sold += l.Qty
 				r.gross += l.Qty * l.UnitPrice
 			}
+			d.sales[o.ID()] = true
 		case *ledger.Refund:
 			// The body as sent: when two tills refund the same line the
 			// ledger may honour less than this amount (see docs/postgres.md).
@@ -165,10 +174,8 @@ func (t *Target) details(ops []sink.Op, inserted map[string]bool) *details {
 			amounts := sink.RefundLineAmounts(b, sale)
 			for i, l := range b.Lines {
 				d.refundLines = append(d.refundLines, []any{o.ID(), i + 1, l.SKU, l.Qty, amounts[i]})
-				r := row(o.Store, day, l.SKU)
-				r.refUnits += l.Qty
-				r.refAmount += amounts[i]
 			}
+			d.sales[b.Sale] = true // honoured amounts: refreshRefunds
 		}
 		if sku, delta, ok := o.StockDelta(); ok {
 			var onHand *int64
