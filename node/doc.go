@@ -14,6 +14,11 @@
 //     anchor within Config.OfflineAfter; the last contact is persisted in
 //     the data directory so a restart in a dead zone still counts.
 //   - Fleet and device key files (keys.go), used by cmd/storemesh.
+//   - An anchor's sinks (sinks.go): Config.Postgres and Config.MQTT start
+//     sink.Runners on their own goroutines; their status is in GET
+//     /v1/status ("sinks") and storemesh_sink_* metrics. An unreachable
+//     database or broker is retried, never fatal; a bad URL or a schema
+//     newer than this build stops New.
 //
 // Invariants:
 //   - Every request is validated before anything is written: a refused
@@ -37,5 +42,5 @@
 //   - A non-loopback HTTP address needs a token; the token is compared in
 //     constant time but sent in clear: put TLS in front on untrusted LANs.
 //
-// Imports: ledger, mesh, crdt, api, prometheus. Only cmd imports node.
+// Imports: ledger, mesh, sink, crdt, api, prometheus. Only cmd imports node.
 package node
