@@ -85,6 +85,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if len(o.raw) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
+	if err := l.roomFor(len(o.raw)); err != nil {
+		return nil, err
+	}
 	c.place(o, placeNext)
 	// This process just signed it with the key of its own certificate
 	// (Open checks they match): a replica sharing the cache need not verify.
@@ -179,6 +182,13 @@ func (l *Ledger) ApplyBatch(ctx context.Context, raws [][]byte) ([]Result, error
 	defer l.mu.Unlock()
 	l.stats.SigChecks += checks
 	if err := l.writable(); err != nil {
+		return nil, err
+	}
+	size := 0
+	for _, raw := range raws {
+		size += len(raw)
+	}
+	if err := l.roomFor(size); err != nil {
 		return nil, err
 	}
 	req := &commitReq{}
@@ -446,6 +456,9 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 		}
 	}
 	if err := l.writable(); err != nil {
+		return err
+	}
+	if err := l.roomFor(len(c.Encode())); err != nil {
 		return err
 	}
 	return l.commit(&commitReq{

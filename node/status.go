@@ -44,7 +44,39 @@ type statusView struct {
 	Conflicts         int        `json:"conflicts"` // open ones
 	Forks             int        `json:"forks"`
 	HeldOps           int        `json:"held_ops"`
-	Now               time.Time  `json:"now"`
+	// OwnChain: this device's own chain against what it is known to reach
+	// (its durable record, peers); missing > 0 means ops were lost from
+	// storage and local writes wait until sync refills them.
+	OwnChain *ownChainView `json:"own_chain"`
+	// DiskFull: the free-space guard refused the last write (it resumes
+	// by itself once space is freed).
+	DiskFull bool      `json:"disk_full"`
+	Now      time.Time `json:"now"`
+}
+
+func (n *Node) diskFull() bool { return n.l.Stats().DiskFull }
+
+type ownChainView struct {
+	Scope    string `json:"scope"`
+	Held     uint64 `json:"held"`
+	Recorded uint64 `json:"recorded"`
+	Missing  uint64 `json:"missing"`
+	Source   string `json:"source,omitempty"`
+}
+
+// ownChain is the own chain to show: the one missing the most, else the
+// device's own store's.
+func (n *Node) ownChain() *ownChainView {
+	var v *ownChainView
+	for _, c := range n.l.OwnChains() {
+		if v == nil || c.Missing > v.Missing || (v.Missing == 0 && c.Missing == 0 && c.Scope == n.self.Store) {
+			v = &ownChainView{Scope: c.Scope, Held: c.Held, Recorded: c.Recorded, Missing: c.Missing, Source: c.Source}
+		}
+	}
+	if v == nil {
+		v = &ownChainView{Scope: n.self.Store}
+	}
+	return v
 }
 
 func (n *Node) status() statusView {
@@ -57,6 +89,7 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -87,8 +120,9 @@ func (n *Node) statusFingerprint() string {
 	ms := m.Status()
 	last := n.anchor.observe(ms.LastAnchorContact)
 	off, _ := n.offline(n.cfg.Now())
-	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
-		n.openConflicts(), last.Truncate(10*time.Second))
+	oc := n.ownChain()
+	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d/%d/%v", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
+		n.openConflicts(), last.Truncate(10*time.Second), oc.Held, oc.Missing, n.diskFull())
 	for _, p := range m.Peers() {
 		fp += fmt.Sprintf("|%s%v%v%v", p.ID, p.Connected, p.Established, p.Gone)
 	}

@@ -73,7 +73,11 @@ func newHost(cfg *Config, g *gater) (host.Host, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: with it a second process could listen on a port
+		// already in use and the two would share its connections; a busy
+		// --listen port must be a start-up error. (libp2p uses it only to
+		// dial out from the listen port, for NAT traversal we do not do.)
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DefaultSecurity,
 		libp2p.DefaultMuxers,
