@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
 	badger "github.com/ipfs/go-ds-badger4"
 )
 
@@ -59,8 +61,12 @@ func badgerOptions() badger.Options {
 		WithNumLevelZeroTablesStall(8). //
 		// Badger verifies no checksum by default: a flipped bit in an SST
 		// is decoded as if it were data (a panic, or a silently different
-		// value). Reads are rare (replay, catch-up), so verify them all.
-		WithChecksumVerificationMode(options.OnTableAndBlockRead).
+		// value). Reads are rare (replay, catch-up): verify every block
+		// read. Whole tables are verified by OpenBadger before badger
+		// opens them (verifyTables): badger's own check at open
+		// (OnTableRead) dereferences nil on a bad block in a goroutine of
+		// its own, and skips a table whose checksum fails, silently.
+		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(nil) // badger's own logger prints to stderr; errors reach us as values
 	return opts
 }
@@ -102,6 +108,9 @@ func OpenBadger(dir string) (_ *Badger, err error) {
 	if err := guard.Check(0); err != nil {
 		return nil, fmt.Errorf("open badger at %s: %w", dir, err)
 	}
+	if err := verifyTables(dir); err != nil {
+		return nil, err
+	}
 	opts := badgerOptions()
 	var ds *badger.Datastore
 	if perr := catchPanic(func() { ds, err = badger.NewDatastore(dir, &opts) }); perr != nil {
@@ -127,6 +136,12 @@ func badgerCorruption(dir string, err error) error {
 			continue
 		}
 		file := dir
+		switch {
+		case strings.Contains(lower, "manifest"):
+			file = filepath.Join(dir, "MANIFEST")
+		case strings.Contains(lower, "registry"):
+			file = filepath.Join(dir, "KEYREGISTRY")
+		}
 		for _, f := range strings.Fields(msg) {
 			f = strings.Trim(f, `"':,()`)
 			if ext := filepath.Ext(f); ext == ".sst" || ext == ".mem" || ext == ".vlog" || strings.HasSuffix(f, "MANIFEST") || strings.HasSuffix(f, "KEYREGISTRY") || strings.HasSuffix(f, "DISCARD") {
@@ -135,6 +150,38 @@ func badgerCorruption(dir string, err error) error {
 			}
 		}
 		return &CorruptError{Key: file, Err: err}
+	}
+	return nil
+}
+
+// verifyTables checks the block checksums of every SST in dir, in this
+// goroutine and under recover: a damaged table is an ErrCorrupt naming
+// the file.
+func verifyTables(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return fmt.Errorf("%w: list tables in %s: %v", ErrStorage, dir, err)
+	}
+	o := badgerOptions().Options
+	topt := table.Options{
+		ReadOnly: true, TableSize: uint64(o.BaseTableSize), BlockSize: o.BlockSize,
+		BloomFalsePositive: o.BloomFalsePositive, ChkMode: options.OnTableRead,
+		Compression: o.Compression, ZSTDCompressionLevel: o.ZSTDCompressionLevel,
+	}
+	for _, f := range files {
+		mf, err := z.OpenMmapFile(f, os.O_RDONLY, 0)
+		if err != nil {
+			return fmt.Errorf("%w: open table %s: %v", ErrStorage, f, err)
+		}
+		var t *table.Table
+		if p := catchPanic(func() { t, err = table.OpenTable(mf, topt) }); p != nil {
+			mf.Close(-1)
+			return &CorruptError{Key: f, Err: fmt.Errorf("table checksum verification failed: %v", p)}
+		}
+		if err != nil { // OpenTable closed mf
+			return &CorruptError{Key: f, Err: fmt.Errorf("table checksum verification failed: %v", err)}
+		}
+		t.MmapFile.Close(-1) // not t.DecrRef: that deletes the file
 	}
 	return nil
 }

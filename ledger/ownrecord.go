@@ -193,6 +193,25 @@ func (l *Ledger) closeOwnRecord() error {
 	return r.err
 }
 
+// FlushOwnRecord writes the durable own-chain record now, with what is
+// durable in the datastore, and returns once it is on disk (nil without a
+// record). The record is kept up to date in the background; this is for
+// a caller that needs it exact at a point (a test before a kill).
+func (l *Ledger) FlushOwnRecord() error {
+	l.mu.Lock()
+	r := l.own
+	if r == nil {
+		l.mu.Unlock()
+		return nil
+	}
+	m := l.ownProgress(r)
+	l.mu.Unlock()
+	r.save(l, m)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
 // OwnChainState is what status shows of one of this device's own chains.
 type OwnChainState struct {
 	Scope    string
