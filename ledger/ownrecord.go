@@ -335,20 +335,35 @@ func (r *OwnRecordFile) Close() error {
 func (r *OwnRecordFile) Load() (map[OwnChain]uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	buf := make([]byte, 2*r.slot)
+	if _, err := r.f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: own-chain record %s: %v", ErrStorage, r.path, err)
+	}
+	m, counter, slot, err := parseOwnRecord(buf, r.slot)
+	if err != nil {
+		return nil, &CorruptError{Key: r.path, Err: fmt.Errorf("the durable own-chain record is damaged (%v); if this device's data was restored on purpose, remove the file to start without it", err)}
+	}
+	if slot >= 0 {
+		r.counter, r.next = counter, 1-slot
+	}
+	return m, nil
+}
+
+// parseOwnRecord reads the two slots of a record file's bytes: the
+// record of the valid slot with the higher counter, and which slot; slot
+// −1 and an empty record when both are empty (a new file).
+func parseOwnRecord(buf []byte, slotSize int64) (map[OwnChain]uint64, uint64, int, error) {
 	best, bestSlot := map[OwnChain]uint64(nil), -1
 	var bestCounter uint64
 	var errs []error
 	empty := 0
 	for i := range 2 {
-		buf := make([]byte, r.slot)
-		if _, err := r.f.ReadAt(buf, int64(i)*r.slot); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: own-chain record %s: %v", ErrStorage, r.path, err)
-		}
-		if bytes.Count(buf, []byte{0}) == len(buf) {
+		b := buf[int64(i)*slotSize : int64(i+1)*slotSize]
+		if bytes.Count(b, []byte{0}) == len(b) {
 			empty++
 			continue
 		}
-		counter, m, err := decodeOwnSlot(buf)
+		counter, m, err := decodeOwnSlot(b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("slot %d: %w", i, err))
 			continue
@@ -359,15 +374,17 @@ func (r *OwnRecordFile) Load() (map[OwnChain]uint64, error) {
 	}
 	if bestSlot < 0 {
 		if empty == 2 {
-			return map[OwnChain]uint64{}, nil
+			return map[OwnChain]uint64{}, 0, -1, nil
 		}
-		return nil, &CorruptError{Key: r.path, Err: fmt.Errorf("the durable own-chain record is damaged (%v); if this device's data was restored on purpose, remove the file to start without it", errors.Join(errs...))}
+		return nil, 0, -1, errors.Join(errs...)
 	}
-	r.counter, r.next = bestCounter, 1-bestSlot
-	return best, nil
+	return best, bestCounter, bestSlot, nil
 }
 
 func decodeOwnSlot(b []byte) (uint64, map[OwnChain]uint64, error) {
+	if len(b) < ownRecordHeader+4 {
+		return 0, nil, fmt.Errorf("slot of %d bytes", len(b))
+	}
 	if string(b[:4]) != ownRecordMagic {
 		return 0, nil, errors.New("bad magic")
 	}
@@ -409,6 +426,25 @@ func decodeOwnSlot(b []byte) (uint64, map[OwnChain]uint64, error) {
 
 // Save implements OwnRecord.
 func (r *OwnRecordFile) Save(m map[OwnChain]uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	buf := encodeOwnSlot(m, r.counter+1)
+	if int64(len(buf)) > r.slot {
+		return fmt.Errorf("%w: own-chain record: %d chains do not fit a %d-byte slot", ErrStorage, len(m), r.slot)
+	}
+	if _, err := r.f.WriteAt(buf, int64(r.next)*r.slot); err != nil {
+		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
+	}
+	if err := fdatasync(r.f); err != nil {
+		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
+	}
+	r.counter++
+	r.next = 1 - r.next
+	return nil
+}
+
+// encodeOwnSlot encodes one slot holding m with counter.
+func encodeOwnSlot(m map[OwnChain]uint64, counter uint64) []byte {
 	keys := make([]OwnChain, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -427,27 +463,13 @@ func (r *OwnRecordFile) Save(m map[OwnChain]uint64) error {
 		p = append(p, k.Chain...)
 		p = binary.AppendUvarint(p, m[k])
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if int64(ownRecordHeader+len(p)+4) > r.slot {
-		return fmt.Errorf("%w: own-chain record: %d chains do not fit a %d-byte slot", ErrStorage, len(m), r.slot)
-	}
 	buf := make([]byte, 0, ownRecordHeader+len(p)+4)
 	buf = append(buf, ownRecordMagic...)
 	buf = append(buf, ownRecordVersion)
-	buf = binary.BigEndian.AppendUint64(buf, r.counter+1)
+	buf = binary.BigEndian.AppendUint64(buf, counter)
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(p)))
 	buf = append(buf, p...)
-	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
-	if _, err := r.f.WriteAt(buf, int64(r.next)*r.slot); err != nil {
-		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
-	}
-	if err := fdatasync(r.f); err != nil {
-		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
-	}
-	r.counter++
-	r.next = 1 - r.next
-	return nil
+	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
 }
 
 // MemOwnRecord is an OwnRecord in memory, for tests and simulations that
