@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -430,7 +431,7 @@ func (r *OwnRecordFile) Save(m map[OwnChain]uint64) error {
 	defer r.mu.Unlock()
 	buf := encodeOwnSlot(m, r.counter+1)
 	if int64(len(buf)) > r.slot {
-		return fmt.Errorf("%w: own-chain record: %d chains do not fit a %d-byte slot", ErrStorage, len(m), r.slot)
+		return r.grow(buf)
 	}
 	if _, err := r.f.WriteAt(buf, int64(r.next)*r.slot); err != nil {
 		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
@@ -470,6 +471,50 @@ func encodeOwnSlot(m map[OwnChain]uint64, counter uint64) []byte {
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(p)))
 	buf = append(buf, p...)
 	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
+}
+
+// grow replaces the file with one whose slots fit buf (more chains than
+// the slots held: an anchor writing to many stores): a new file with buf
+// in its first slot, fsynced, renamed over the old one. Called under r.mu.
+func (r *OwnRecordFile) grow(buf []byte) error {
+	slot := r.slot
+	for slot < int64(len(buf)) {
+		slot *= 2
+	}
+	tmp := r.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
+	}
+	whole := make([]byte, 2*slot)
+	copy(whole, buf)
+	if _, err = f.WriteAt(whole, 0); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, r.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(r.path))
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("%w: own-chain record: %v", ErrStorage, err)
+	}
+	r.f.Close()
+	r.f, r.slot, r.next = f, slot, 1
+	r.counter++
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // MemOwnRecord is an OwnRecord in memory, for tests and simulations that
