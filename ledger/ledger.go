@@ -126,6 +126,7 @@ type Ledger struct {
 	held       map[heldKey][]pendingOp
 	heldCount  int
 	certs      map[string][]*Certificate
+	names      map[string]string // device → the name on its receipts; nil when certs changed (receipts.go)
 	st         *state
 	vv         map[string]crdt.VersionVector // durable contiguous seqs per scope
 	queue      []*commitReq

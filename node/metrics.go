@@ -91,7 +91,8 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns, descOwnMissing, descOwnHeld, descNoSpace} {
+		descProtoErr, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
+		descOwnMissing, descOwnHeld, descNoSpace} {
 		ch <- d
 	}
 }
@@ -154,17 +155,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, v := range ms.ProtocolErrors {
 		counter(descProtoErr, float64(v), code)
 	}
-	var open, resolved float64
-	for _, cf := range n.l.Conflicts(n.conflictScope()) {
-		if cf.Resolution == nil {
-			open++
-		} else {
-			resolved++
-		}
-	}
-	gauge(descConflicts, open, "open")
-	gauge(descConflicts, resolved, "resolved")
+	open, resolved := n.l.OpenConflicts(n.conflictScope())
+	gauge(descConflicts, float64(open), "open")
+	gauge(descConflicts, float64(resolved), "resolved")
 	gauge(descEventConns, float64(n.hub.count()))
+	n.collectSinks(ch)
 }
 
 func b2f(b bool) float64 {

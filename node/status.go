@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/sink"
 )
 
 // peerView is one peer in GET /v1/status.
@@ -30,53 +31,29 @@ type peerView struct {
 
 // statusView is GET /v1/status (DESIGN §8a).
 type statusView struct {
-	Device            string     `json:"device"`
-	Name              string     `json:"name"`
-	Store             string     `json:"store"`
-	Role              string     `json:"role"`
-	Fleet             string     `json:"fleet"`
-	Addrs             []string   `json:"addrs"`
-	Peers             []peerView `json:"peers"`
-	Paths             []string   `json:"paths"` // how the synced peers were found
-	QueuedForAnchor   uint64     `json:"queued_for_anchor"`
-	LastAnchorContact *time.Time `json:"last_anchor_contact"` // null: never
-	Offline           bool       `json:"offline"`
-	Conflicts         int        `json:"conflicts"` // open ones
-	Forks             int        `json:"forks"`
-	HeldOps           int        `json:"held_ops"`
+	Device            string        `json:"device"`
+	Name              string        `json:"name"`
+	Store             string        `json:"store"`
+	Role              string        `json:"role"`
+	Fleet             string        `json:"fleet"`
+	Addrs             []string      `json:"addrs"`
+	Peers             []peerView    `json:"peers"`
+	Paths             []string      `json:"paths"` // how the synced peers were found
+	QueuedForAnchor   uint64        `json:"queued_for_anchor"`
+	LastAnchorContact *time.Time    `json:"last_anchor_contact"` // null: never
+	Offline           bool          `json:"offline"`
+	Conflicts         int           `json:"conflicts"` // open ones
+	Forks             int           `json:"forks"`
+	HeldOps           int           `json:"held_ops"`
+	Sinks             []sink.Status `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
 	// OwnChain: this device's own chain against what it is known to reach
 	// (its durable record, peers); missing > 0 means ops were lost from
-	// storage and local writes wait until sync refills them.
+	// storage and local writes wait until sync refills them (ownchain.go).
 	OwnChain *ownChainView `json:"own_chain"`
 	// DiskFull: the free-space guard refused the last write (it resumes
 	// by itself once space is freed).
 	DiskFull bool      `json:"disk_full"`
 	Now      time.Time `json:"now"`
-}
-
-func (n *Node) diskFull() bool { return n.l.Stats().DiskFull }
-
-type ownChainView struct {
-	Scope    string `json:"scope"`
-	Held     uint64 `json:"held"`
-	Recorded uint64 `json:"recorded"`
-	Missing  uint64 `json:"missing"`
-	Source   string `json:"source,omitempty"`
-}
-
-// ownChain is the own chain to show: the one missing the most, else the
-// device's own store's.
-func (n *Node) ownChain() *ownChainView {
-	var v *ownChainView
-	for _, c := range n.l.OwnChains() {
-		if v == nil || c.Missing > v.Missing || (v.Missing == 0 && c.Missing == 0 && c.Scope == n.self.Store) {
-			v = &ownChainView{Scope: c.Scope, Held: c.Held, Recorded: c.Recorded, Missing: c.Missing, Source: c.Source}
-		}
-	}
-	if v == nil {
-		v = &ownChainView{Scope: n.self.Store}
-	}
-	return v
 }
 
 func (n *Node) status() statusView {
@@ -89,6 +66,7 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		Sinks:    n.sinkStatus(),
 		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
 	}
 	if v.Addrs == nil {
@@ -144,13 +122,8 @@ func (n *Node) conflictScope() string {
 }
 
 func (n *Node) openConflicts() int {
-	k := 0
-	for _, c := range n.l.Conflicts(n.conflictScope()) {
-		if c.Resolution == nil {
-			k++
-		}
-	}
-	return k
+	open, _ := n.l.OpenConflicts(n.conflictScope())
+	return open
 }
 
 func (n *Node) handleListConflicts(w http.ResponseWriter, r *http.Request) error {
