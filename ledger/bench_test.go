@@ -18,7 +18,7 @@ import (
 	"storemesh/ledger/ledgertest"
 )
 
-// Benchmarks for DESIGN §10, all on real badger (ledger.OpenBadger, every
+// Benchmarks for docs/design.md §10, all on real badger (ledger.OpenBadger, every
 // commit fsynced) in temp folders. Run them together, so the baseline and
 // the measured thing share one machine state, and compare medians:
 //
@@ -114,7 +114,7 @@ func benchLedger(b *testing.B, withRecord ...bool) (*ledger.Ledger, func()) {
 }
 
 // BenchmarkAppend is one durable sale at a time: what a single POS waits
-// for. DESIGN §10: within 2x of BenchmarkBadgerSyncedWrite.
+// for. docs/design.md §10: within 2x of BenchmarkBadgerSyncedWrite.
 func BenchmarkAppend(b *testing.B) {
 	l, done := benchLedger(b)
 	defer done()
@@ -149,7 +149,7 @@ func BenchmarkAppendOwnRecord(b *testing.B) {
 }
 
 // BenchmarkGroupCommit is many POS callers at once sharing fsyncs.
-// DESIGN §10: at least 10,000 sales/s.
+// docs/design.md §10: at least 10,000 sales/s.
 func BenchmarkGroupCommit(b *testing.B) {
 	for _, writers := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
@@ -276,7 +276,7 @@ func BenchmarkApplyRemote(b *testing.B) {
 }
 
 // BenchmarkDiskPerSale appends 20,000 one-line sales with group commit,
-// closes the ledger and badger, and measures the data folder. DESIGN §10:
+// closes the ledger and badger, and measures the data folder. docs/design.md §10:
 // under 400 bytes on disk per sale. Time per op is not the point here.
 func BenchmarkDiskPerSale(b *testing.B) {
 	const sales, writers = 20_000, 64

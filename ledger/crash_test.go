@@ -30,7 +30,7 @@ import (
 
 // The crash test runs the ledger in a child process (this test binary,
 // re-executed with -test.run=^TestCrashChild$) that appends sales as fast
-// as it can, and kills it with SIGKILL at a random instant. DESIGN §7: a
+// as it can, and kills it with SIGKILL at a random instant. docs/design.md §7: a
 // process killed at any instant loses no acknowledged op and leaves a chain
 // that verifies.
 const (

@@ -1,5 +1,5 @@
 // Package ledger is one node's durable, signed op log and the state derived
-// from it (DESIGN §3, §6, §7).
+// from it (docs/design.md §3, §6, §7).
 //
 // What lives here: the op envelope and its canonical encoding; fleet keys
 // and device certificates; Append (local ops: seq, prev hash, HLC,

@@ -26,7 +26,7 @@ import (
 	"storemesh/ledger/ledgertest"
 )
 
-// DESIGN §7: a full disk or a corrupt value gives a clear error and stops
+// docs/design.md §7: a full disk or a corrupt value gives a clear error and stops
 // writes; it never loses or corrupts what was already acknowledged.
 
 // storageKind opens a fresh datastore (badger in a temp dir, or memory)

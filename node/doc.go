@@ -1,5 +1,5 @@
-// Package node composes one storemesh peer (DESIGN §8): a ledger on badger,
-// a mesh, the HTTP API of DESIGN §8a, Prometheus metrics, server-sent
+// Package node composes one storemesh peer (docs/design.md §8): a ledger on badger,
+// a mesh, the HTTP API of docs/design.md §8a, Prometheus metrics, server-sent
 // events and the embedded terminal page. It only wires those together: the
 // rules live in ledger (what an op may be) and mesh (how ops travel).
 //

@@ -9,7 +9,7 @@ import (
 	"storemesh/ledger"
 )
 
-// Error codes of the HTTP API (DESIGN §8a). They are a public contract:
+// Error codes of the HTTP API (docs/design.md §8a). They are a public contract:
 // POS apps branch on them. Add codes; never rename one.
 const (
 	CodeUnknownSKU          = "unknown_sku"

@@ -109,7 +109,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.store = cfg.Datastore
 	if n.store == nil {
 		bs, err := ledger.OpenBadger(filepath.Join(cfg.DataDir, "badger"))
-		if err != nil {
+		switch {
+		case errors.Is(err, ledger.ErrCorrupt), errors.Is(err, ledger.ErrNoSpace):
+			return nil, fmt.Errorf("node: %w", err)
+		case err != nil:
 			return nil, fmt.Errorf("node: %w (is another storemesh process using %s?)", err, cfg.DataDir)
 		}
 		n.store, n.closeDS = bs, bs.Close
@@ -134,7 +137,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: index idempotency keys: %w", err)
 	}
 	// Replaying the log read every op once: give that garbage back before
-	// the node settles in (DESIGN §10: an idle terminal under 64 MiB).
+	// the node settles in (docs/design.md §10: an idle terminal under 64 MiB).
 	debug.FreeOSMemory()
 	n.met = newMetrics(n)
 	n.unsub = n.l.Subscribe(n.onDurable)

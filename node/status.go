@@ -29,7 +29,7 @@ type peerView struct {
 	BytesOut    uint64      `json:"bytes_out"`
 }
 
-// statusView is GET /v1/status (DESIGN §8a).
+// statusView is GET /v1/status (docs/design.md §8a).
 type statusView struct {
 	Device            string        `json:"device"`
 	Name              string        `json:"name"`
