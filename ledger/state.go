@@ -72,6 +72,7 @@ type state struct {
 	policy   map[string]*crdt.LWW[Policy]
 	resolved map[string]*crdt.LWW[ConflictResolved]
 	revoked  map[string]crdt.Timestamp // device → earliest revocation
+	allot    map[stockKey]*allotSKU    // stock allotments (allot.go); made on first use
 }
 
 func newState() *state {
@@ -124,6 +125,7 @@ func itoa(n uint64) string {
 // apply folds one op (already verified and placed) into the state. b is
 // its decoded body, nil for an op this build does not understand.
 func (s *state) apply(o *Op, b body) {
+	s.allotApply(o, b)
 	switch b := b.(type) {
 	case *Sale:
 		id := o.ID()
