@@ -340,3 +340,55 @@ func statusOf(l *ledger.Ledger) []ledger.AllotStatus {
 	}
 	return out
 }
+
+// TestAllotReactorMovesUnits: till-1 sells out; its reactor asks; HQ (the
+// bank) answers; then HQ is empty and till-2 gives half of its surplus.
+// Every unit is sold exactly once and nothing is oversold.
+func TestAllotReactorMovesUnits(t *testing.T) {
+	s := newAllotShop(t, 6)
+	ctx := context.Background()
+	ls := []*ledger.Ledger{s.la, s.lb, s.lh}
+	rs := make([]*ledger.AllotReactor, len(ls))
+	for i := range rs {
+		rs[i] = ok(ledger.NewAllotReactor(ledger.ReactorConfig{Stagger: 1}))(t)
+	}
+	appendOp(t, s.lh, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "SCARF", Qty: 3})
+	appendOp(t, s.lh, "s1", ledger.KindAllotSet, &ledger.AllotSet{SKU: "SCARF", Allotted: true})
+	mesh(t, ls...)
+	appendOp(t, s.lb, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "SCARF", Qty: 4})
+	now := int64(0)
+	settle := func() {
+		for range 10 {
+			now += 1e9
+			wrote := 0
+			for i, l := range ls {
+				n, err := l.React(ctx, rs[i], now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wrote += n
+			}
+			mesh(t, ls...)
+			if wrote == 0 {
+				return
+			}
+		}
+		t.Fatal("reactors never settled")
+	}
+	sold := 0
+	for range 20 {
+		settle()
+		if _, err := s.la.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("SCARF", 1, 900)); err == nil {
+			sold++
+		} else if !errors.Is(err, ledger.ErrAllotmentExhausted) {
+			t.Fatal(err)
+		}
+	}
+	settle()
+	st := allotment(t, s.lh, "SCARF")
+	// HQ gives all 3 it holds; till-2 keeps giving half of what it holds
+	// while it holds 2 or more: 4 → 2 → 1.
+	if sold != 6 || st.Total != 1 || st.Rights(s.b.ID()) != 1 || len(st.Overspent) != 0 {
+		t.Fatalf("sold %d; %+v", sold, st)
+	}
+}
