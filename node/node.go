@@ -153,6 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	go n.statusLoop(loopCtx)
+	n.startAllot(loopCtx)
 	n.log.Info("node started", "name", cfg.Cert.Name, "http", n.HTTPAddr(), "addrs", n.Addrs(), "fleet", n.l.FleetID())
 	return n, nil
 }
