@@ -11,10 +11,9 @@ import (
 // bEvent is one entry change of the reference model: a plain list of what
 // happened, from which rights and value are summed the long way.
 type bEvent struct {
-	kind    byte // 'm' mint, 't' transfer, 'u' use, 'x' reclaim
-	i, j    string
-	n       uint64
-	checked bool
+	kind byte // 'm' mint, 't' transfer, 'u' use, 'x' reclaim
+	i, j string
+	n    uint64
 }
 
 func refRights(evs []bEvent, d string) int64 {

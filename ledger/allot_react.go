@@ -30,10 +30,10 @@ func DefaultReactorConfig() ReactorConfig {
 func (c ReactorConfig) Validate() error {
 	var errs []error
 	if c.LowWater < 1 {
-		errs = append(errs, errors.New("LowWater must be at least 1"))
+		errs = append(errs, errors.New("the low-water mark must be at least 1"))
 	}
 	if c.Ask < c.LowWater {
-		errs = append(errs, errors.New("Ask must be at least LowWater"))
+		errs = append(errs, errors.New("the units asked for must be at least the low-water mark"))
 	}
 	if c.Stagger < 0 {
 		errs = append(errs, errors.New("negative Stagger"))

@@ -267,7 +267,9 @@ func (l *Ledger) allotStatusLocked(k stockKey, a *allotSKU) AllotStatus {
 			st.Overspent = append(st.Overspent, h)
 		}
 	}
-	slices.SortFunc(st.Holders, func(a, b AllotHolding) int { return cmp.Or(cmp.Compare(b.Units, a.Units), cmp.Compare(a.Device, b.Device)) })
+	slices.SortFunc(st.Holders, func(a, b AllotHolding) int {
+		return cmp.Or(cmp.Compare(b.Units, a.Units), cmp.Compare(a.Device, b.Device))
+	})
 	for _, d := range slices.Sorted(maps.Keys(c.requests)) {
 		x := c.requests[d]
 		rq := x.body.(*AllotRequest)

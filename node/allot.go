@@ -58,8 +58,8 @@ type allotView struct {
 	Allotted  bool            `json:"allotted"`
 	Epoch     string          `json:"epoch,omitempty"`
 	Total     int64           `json:"total"`
-	Here      int64           `json:"here"`     // units this device holds
-	AtHQ      int64           `json:"at_hq"`    // units held by anchors
+	Here      int64           `json:"here"`      // units this device holds
+	AtHQ      int64           `json:"at_hq"`     // units held by anchors
 	Elsewhere []allotHolderV  `json:"elsewhere"` // other devices holding units, most first
 	Overspent []allotHolderV  `json:"overspent,omitempty"`
 	Requests  []allotRequestV `json:"requests,omitempty"`
