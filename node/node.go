@@ -332,6 +332,8 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 			changed["sales"], changed["stock"], changed["conflicts"] = true, true, true
 		case ledger.KindStockReceived, ledger.KindStockCounted, ledger.KindStockTransferred:
 			changed["stock"], changed["conflicts"] = true, true
+		case ledger.KindAllotSet, ledger.KindAllotTransfer, ledger.KindAllotRequest, ledger.KindAllotWriteoff:
+			changed["stock"] = true
 		case ledger.KindCatalogUpsert, ledger.KindPriceSet:
 			changed["catalog"] = true
 		case ledger.KindPolicySet:
