@@ -131,6 +131,7 @@ type Ledger struct {
 	closed     bool
 	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
 	subs       map[int]func([]*Op)
+	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
 	stats      Stats
 }
@@ -367,6 +368,7 @@ func (l *Ledger) materialise(p pendingOp) {
 		vv[o.Device] = o.Seq
 	}
 	l.st.apply(o, p.body)
+	l.allotLanded(o)
 }
 
 func opKey(o *Op) ds.Key {

@@ -71,6 +71,10 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
+	reserve, err := l.allotCheck(store, kind, bb)
+	if err != nil {
+		return nil, err
+	}
 	hlc := l.clock.Now()
 	if err := l.cfg.Self.ValidAt(hlc.Wall / 1e6); err != nil {
 		// Every peer would refuse the op: refuse it here, before the sale
@@ -98,6 +102,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	}
 	l.st.reserveReceipt(self, bb)
 	c.place(o, placeNext)
+	reserve(o)
 	// This process just signed it with the key of its own certificate
 	// (Open checks they match): a replica sharing the cache need not verify.
 	l.cfg.SigCache.add(o, l.cfg.Self.PubKey)
