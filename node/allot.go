@@ -175,10 +175,10 @@ func (n *Node) handlePutAllotment(w http.ResponseWriter, r *http.Request) error 
 }
 
 type writeoffReq struct {
-	Store  string       `json:"store"` // anchors only
-	Device string       `json:"device"`
+	Store  string      `json:"store"` // anchors only
+	Device string      `json:"device"`
 	Units  *jsonNumber `json:"units"` // default: every unit the device holds
-	Reason string       `json:"reason"`
+	Reason string      `json:"reason"`
 }
 
 // handleWriteoff reclaims the units a revoked, lost or silent device holds
