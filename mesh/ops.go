@@ -86,29 +86,11 @@ func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeStat
 		if !s.remember(st, "sent:"+d, h[:]) {
 			continue
 		}
-		if err := s.sendRange(ctx, scope, d, 0, 0); err != nil {
+		if err := s.queueWant(scope, d, 0, 0, false); err != nil {
 			return false, err
 		}
 	}
 	return agree, nil
-}
-
-func (s *Session) onWant(ctx context.Context, m *wantMsg) error {
-	if !s.shared(m.Scope) {
-		s.stats.Rejected["scope_not_shared"]++
-		return nil
-	}
-	if err := s.sendRange(ctx, m.Scope, m.Device, m.After, m.Through); err != nil {
-		return s.fail(err)
-	}
-	return nil
-}
-
-func (s *Session) sendRange(ctx context.Context, scope, device string, after, through uint64) error {
-	return s.l.Range(ctx, scope, device, after, through, s.cfg.BatchBytes, func(batch []ledger.RawOp) error {
-		s.sendOps(scope, batch, false)
-		return nil
-	})
 }
 
 // hashPrefix is the start of an op's hash (SHA-256 of its encoding).
@@ -196,6 +178,11 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 			wants[r.Op.Device] = true
 			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
 		}
+	}
+	if !m.Fresh {
+		// An answer to a want: acknowledge it now, not at the next tick,
+		// so the sender's window (flow.go) moves at the round trip.
+		s.flushAck(m.Scope, st)
 	}
 	if st.synced && st.behind {
 		s.pull(m.Scope, st) // the next step of a long catch-up

@@ -194,6 +194,7 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		return nil
 	}
 	st := s.scope(m.Scope)
+	s.ackInflight(m.Scope, m.VV)
 	for d, seq := range m.VV {
 		if seq > st.acked[d] {
 			st.acked[d] = seq
