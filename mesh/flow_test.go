@@ -237,3 +237,42 @@ func TestLongForkRepairBounded(t *testing.T) {
 		t.Fatalf("a Ready of %d bytes, bound %d", maxReady, bound)
 	}
 }
+
+// TestSummaryUnknownDevicesIgnored: before, one summary naming 2,001
+// invented devices put them all in the session's maps, the node's Pulls
+// and what HQ is said to hold, relayed on. Now they are counted and
+// dropped.
+func TestSummaryUnknownDevicesIgnored(t *testing.T) {
+	h := newHarness(t, 35)
+	v := h.addNode("s1", ledger.RoleTerminal)
+	h.sell(0, "TEA", 1)
+	a := h.fleet.Enroll("s1", ledger.RoleTerminal)
+	s := established(t, h, v, a, func(c *SessionConfig) { c.Anchor, c.Pulls = v.anchors, v.pulls })
+	vv := map[string]uint64{}
+	for k := 0; k < 2001; k++ {
+		vv[fmt.Sprintf("dJUNK%04d", k)] = 7
+	}
+	if err := s.Step(h.ctx, encodeFrame(msgSummary, &summaryMsg{Scope: "s1", VV: vv, Anchor: vv, AnchorSeen: h.now})); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.Acked("s1")); got != 0 {
+		t.Fatalf("%d uncertified devices acked", got)
+	}
+	if got := len(v.anchors.Acked("s1")); got != 0 {
+		t.Fatalf("%d uncertified devices in the anchor view", got)
+	}
+	if got := s.Stats().Rejected["unknown_device"]; got < 2001 {
+		t.Fatalf("counted %d unknown devices", got)
+	}
+	for _, f := range s.Ready() {
+		if f[2] == byte(msgWant) {
+			t.Fatal("pulled from an uncertified device")
+		}
+	}
+	if err := s.Step(h.ctx, encodeFrame(msgOps, &opsMsg{Scope: "s9", Ops: [][]byte{}})); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Stats().Rejected["scope_not_shared"]; got != 1 {
+		t.Fatalf("frame of an unshared scope counted %d times", got)
+	}
+}

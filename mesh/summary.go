@@ -7,6 +7,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -193,6 +194,7 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		s.stats.Rejected["scope_not_shared"]++
 		return nil
 	}
+	s.uncertified(m)
 	st := s.scope(m.Scope)
 	s.ackInflight(m.Scope, m.VV)
 	for d, seq := range m.VV {
@@ -272,4 +274,23 @@ func (s *Session) flushAck(scope string, st *scopeState) {
 	if len(ack) > 0 {
 		s.emit(msgSummary, &summaryMsg{Scope: scope, VV: ack, Partial: true})
 	}
+}
+
+// uncertified drops from a summary every device no certificate backs, so
+// only certified devices enter the session's maps (acked, peerHas), the
+// node's Pulls and what is relayed on; each is counted (unknown_device).
+// A peer cannot grow our memory with invented names.
+func (s *Session) uncertified(m *summaryMsg) {
+	drop := func(d string) bool {
+		if s.certified(d) {
+			return false
+		}
+		s.stats.Rejected["unknown_device"]++
+		return true
+	}
+	maps.DeleteFunc(m.VV, func(d string, _ uint64) bool { return drop(d) })
+	maps.DeleteFunc(m.Heads, func(d string, _ []byte) bool { return m.VV[d] == 0 })
+	maps.DeleteFunc(m.Forks, func(d string, _ []byte) bool { return drop(d) })
+	maps.DeleteFunc(m.Anchor, func(d string, _ uint64) bool { return drop(d) })
+	m.Neighbors = slices.DeleteFunc(m.Neighbors, drop)
 }
