@@ -179,10 +179,19 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
 		}
 	}
+	if len(st.unknown) > 0 && len(m.Certs) > 0 {
+		s.certsArrived(st)
+	}
 	if !m.Fresh {
-		// An answer to a want: acknowledge it now, not at the next tick,
-		// so the sender's window (flow.go) moves at the round trip.
-		s.flushAck(m.Scope, st)
+		// Answers to wants: past a quarter of a window, acknowledge them
+		// now, not at the next tick, so a long catch-up moves the sender's
+		// window (flow.go) at the round trip rather than once per tick.
+		for _, o := range m.Ops {
+			st.pulled += len(o)
+		}
+		if st.pulled >= s.cfg.WindowBytes/4 {
+			s.flushAck(m.Scope, st)
+		}
 	}
 	if st.synced && st.behind {
 		s.pull(m.Scope, st) // the next step of a long catch-up

@@ -147,8 +147,10 @@ type scopeState struct {
 	sentHead map[string]headAt
 	owed     bool // the peer has had no full summary of ours: send one
 
-	toldNeighbors uint64 // Neighbors' version in our last full summary (FleetScope only)
-	toldAck       uint64 // sum of the vector in our last summary that carried all of it
+	pulled        int                   // bytes of pulled ops since our last ack (flushAck)
+	unknown       map[string]unknownDev // advertised devices waiting for their certificate (uncertified)
+	toldNeighbors uint64                // Neighbors' version in our last full summary (FleetScope only)
+	toldAck       uint64                // sum of the vector in our last summary that carried all of it
 }
 
 // headAt names one op of a device: its seq and the first bytes of its hash.
