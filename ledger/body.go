@@ -63,6 +63,10 @@ var kinds = map[Kind]kindSpec{
 	KindPriceSet:         {fleetWide: true, managerOnly: true, newBody: func() body { return new(PriceSet) }},
 	KindCatalogUpsert:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(CatalogItem) }},
 	KindDeviceRevoked:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(DeviceRevoked) }},
+	KindAllotSet:         {managerOnly: true, newBody: func() body { return new(AllotSet) }},
+	KindAllotTransfer:    {newBody: func() body { return new(AllotTransfer) }},
+	KindAllotRequest:     {newBody: func() body { return new(AllotRequest) }},
+	KindAllotWriteoff:    {managerOnly: true, newBody: func() body { return new(AllotWriteoff) }},
 }
 
 // body is implemented by every op body; validate checks the fields a

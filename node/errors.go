@@ -39,6 +39,7 @@ const (
 	CodeUnauthorized        = "unauthorized"
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBadStockMode        = "bad_stock_mode"
+	CodeAllotmentExhausted  = "allotment_exhausted" // an allotted SKU: this device holds fewer units than the sale needs
 )
 
 // codeStatus is the HTTP status of each code. Every code the server can
@@ -71,6 +72,7 @@ var codeStatus = map[string]int{
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
 	CodeBadStockMode:        http.StatusBadRequest,
+	CodeAllotmentExhausted:  http.StatusConflict,
 }
 
 // ErrorCodes lists every error code the API can return, with its status.
@@ -115,6 +117,8 @@ func fromLedger(err error) *apiError {
 		return nil
 	case errors.As(err, &ae):
 		return ae
+	case allotErr(err) != nil:
+		return allotErr(err)
 	case errors.Is(err, ledger.ErrOwnHistoryBehind):
 		return &apiError{Code: CodeHistoryBehind, Message: "this device's own history is still arriving from its peers; retry once it has synced", Err: err}
 	case errors.Is(err, ledger.ErrRefundExceedsSale):

@@ -174,6 +174,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	go n.statusLoop(loopCtx)
+	n.startAllot(loopCtx)
 	n.log.Info("node started", "name", cfg.Cert.Name, "http", n.HTTPAddr(), "addrs", n.Addrs(), "fleet", n.l.FleetID())
 	return n, nil
 }
@@ -358,6 +359,8 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 			changed["sales"], changed["stock"], changed["conflicts"] = true, true, true
 		case ledger.KindStockReceived, ledger.KindStockCounted, ledger.KindStockTransferred:
 			changed["stock"], changed["conflicts"] = true, true
+		case ledger.KindAllotSet, ledger.KindAllotTransfer, ledger.KindAllotRequest, ledger.KindAllotWriteoff:
+			changed["stock"] = true
 		case ledger.KindCatalogUpsert, ledger.KindPriceSet:
 			changed["catalog"] = true
 		case ledger.KindPolicySet:

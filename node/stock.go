@@ -111,7 +111,7 @@ func (n *Node) handleListStock(w http.ResponseWriter, r *http.Request) error {
 	if items == nil {
 		items = []ledger.StockItem{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, map[string]any{"items": n.stockViews(items, scope)})
 	return nil
 }
 
