@@ -55,6 +55,11 @@ type Config struct {
 	SigCache *SigCache
 	// Logger receives rejections, forks and storage failures. Default: discard.
 	Logger *slog.Logger
+	// OwnRecord, if set, is the durable record of how far this device's own
+	// chains have gone, kept outside the datastore (ownrecord.go): on open
+	// a chain shorter than its record raises the own floor, so the lost
+	// seqs are never reused. Default: none (the simulator).
+	OwnRecord OwnRecord
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller
@@ -155,6 +160,8 @@ type Ledger struct {
 	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
 	stats      Stats
+	space      SpaceChecker // the datastore's free-space guard, if it has one
+	own        *ownRecorder // the durable record of this device's own chains, if configured
 }
 
 // Stats are running counters for metrics.
@@ -174,13 +181,18 @@ type Stats struct {
 	// per device run of a batch (ApplyBatch), so far below Applied in a
 	// catch-up.
 	SigChecks uint64
-	Rejected  map[Reason]uint64
+	// NoSpace counts writes refused by the free-space guard (ErrNoSpace):
+	// nothing was written, and writes resume once space is freed.
+	NoSpace uint64
+	// DiskFull is set while the last write was refused by the guard.
+	DiskFull bool
+	Rejected map[Reason]uint64
 }
 
 // Open replays the ops stored in d, rebuilds the state and returns the
 // ledger. d must be durable on Commit for the durability promise to hold
 // (OpenBadger makes such a store).
-func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
+func Open(ctx context.Context, d ds.Batching, cfg Config) (_ *Ledger, err error) {
 	def := DefaultConfig()
 	if cfg.Now == nil {
 		cfg.Now = def.Now
@@ -225,7 +237,19 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 	l.held = newHeldSet(cfg, l.selfDevice(), func(scope string, seq uint64) {
 		l.raiseFloorLocked(scope, seq, "held op expired")
 	})
-	if err := l.replay(ctx); err != nil {
+	if sc, ok := d.(SpaceChecker); ok {
+		l.space = sc
+	}
+	if err := l.checkFormat(ctx); err != nil {
+		return nil, err
+	}
+	if perr := catchPanic(func() { err = l.replay(ctx) }); perr != nil {
+		return nil, &CorruptError{Key: "datastore", Err: fmt.Errorf("reading it panicked: %v", perr)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.openOwnRecord(); err != nil {
 		return nil, err
 	}
 	if cfg.Self != nil {
@@ -266,7 +290,7 @@ func (l *Ledger) Close() error {
 	for l.committing {
 		l.idle.Wait()
 	}
-	return nil
+	return l.closeOwnRecord()
 }
 
 // Subscribe calls fn with every batch of ops that becomes durable, local or
@@ -307,6 +331,25 @@ func (l *Ledger) writable() error {
 	case l.failed != nil:
 		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
 	}
+	return nil
+}
+
+// roomFor asks the datastore's free-space guard whether a commit of n
+// bytes can be written. Called under l.mu before anything of the write
+// is placed, so a refusal changes nothing and the next write may succeed.
+func (l *Ledger) roomFor(n int) error {
+	if l.space == nil {
+		return nil
+	}
+	if err := l.space.CheckSpace(n); err != nil {
+		l.stats.NoSpace++
+		l.stats.DiskFull = true
+		if l.stats.NoSpace == 1 || l.stats.NoSpace%1000 == 0 {
+			l.log.Error("write refused: disk full", "err", err, "refused", l.stats.NoSpace)
+		}
+		return err
+	}
+	l.stats.DiskFull = false
 	return nil
 }
 
@@ -356,6 +399,7 @@ func (l *Ledger) commit(req *commitReq) error {
 					r.after()
 				}
 			}
+			l.recordOwn(durable)
 		}
 		subs := make([]func([]*Op), 0, len(l.subs))
 		for _, fn := range l.subs {

@@ -100,6 +100,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if len(o.raw) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
+	if err := l.roomFor(len(o.raw)); err != nil {
+		return nil, err
+	}
 	l.st.reserveReceipt(self, bb)
 	c.place(o, placeNext)
 	reserve(o)
@@ -192,6 +195,13 @@ func (l *Ledger) ApplyBatch(ctx context.Context, raws [][]byte) ([]Result, error
 	defer l.mu.Unlock()
 	l.stats.SigChecks += checks
 	if err := l.writable(); err != nil {
+		return nil, err
+	}
+	size := 0
+	for _, raw := range raws {
+		size += len(raw)
+	}
+	if err := l.roomFor(size); err != nil {
 		return nil, err
 	}
 	req := &commitReq{}
@@ -441,6 +451,9 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 		}
 	}
 	if err := l.writable(); err != nil {
+		return err
+	}
+	if err := l.roomFor(len(c.Encode())); err != nil {
 		return err
 	}
 	return l.commit(&commitReq{

@@ -174,7 +174,7 @@ func (st *scopeState) learn(m map[string]headAt, d string, a headAt) {
 }
 
 // Session is the sync protocol with one peer as a pure state machine
-// (DESIGN §2): frames and ticks go in through Step and Tick, frames come
+// (docs/design.md §2): frames and ticks go in through Step and Tick, frames come
 // out through Ready. It touches no socket, starts no goroutine and reads
 // time only through cfg.Now. The ledger is its storage. Not safe for
 // concurrent use: the driver serialises calls.

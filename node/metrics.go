@@ -84,12 +84,16 @@ var (
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+	descOwnMissing = prometheus.NewDesc("storemesh_own_chain_missing", "Ops of this device's own chain it is known to have written but no longer holds (lost from storage; writes wait for sync), by scope.", []string{"scope"}, nil)
+	descOwnHeld    = prometheus.NewDesc("storemesh_own_chain_held", "Length of this device's own chain held, by scope.", []string{"scope"}, nil)
+	descNoSpace    = prometheus.NewDesc("storemesh_storage_no_space_total", "Writes refused by the free-space guard (disk full; nothing written).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp} {
+		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
+		descOwnMissing, descOwnHeld, descNoSpace} {
 		ch <- d
 	}
 }
@@ -112,6 +116,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHeld, float64(st.Held))
 	counter(descForks, float64(st.Forks))
 	counter(descCommits, float64(st.Commits))
+	counter(descNoSpace, float64(st.NoSpace))
+	for _, oc := range n.l.OwnChains() {
+		gauge(descOwnMissing, float64(oc.Missing), oc.Scope)
+		gauge(descOwnHeld, float64(oc.Held), oc.Scope)
+	}
 
 	now := n.cfg.Now()
 	m := n.mesh()

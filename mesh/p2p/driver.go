@@ -483,7 +483,7 @@ func (m *Mesh) onDurable(ops []*ledger.Op) {
 }
 
 // relay hands ops that session from received fresh from their author to every
-// other session (one hop: DESIGN §4 store-and-forward, e.g. to an anchor
+// other session (one hop: docs/design.md §4 store-and-forward, e.g. to an anchor
 // only this device reaches). Called on from's goroutine, outside its lock.
 func (m *Mesh) relay(from *driver, ops []*ledger.Op) {
 	m.mu.Lock()

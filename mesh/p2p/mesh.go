@@ -26,7 +26,7 @@ import (
 	"storemesh/mesh"
 )
 
-// How a peer was found, as shown in status (DESIGN §4: the status page
+// How a peer was found, as shown in status (docs/design.md §4: the status page
 // says which path is in use).
 const (
 	FoundMDNS    = "mdns"
