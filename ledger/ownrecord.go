@@ -310,7 +310,8 @@ func OpenOwnRecordFile(path string) (*OwnRecordFile, error) {
 		r.slot = ownRecordSlot
 		// Allocate both slots now: a later save writes in place and never
 		// needs new space on a full disk.
-		if err := f.Truncate(2 * r.slot); err == nil {
+		err := f.Truncate(2 * r.slot)
+		if err == nil {
 			_, err = f.WriteAt(make([]byte, 2*r.slot), 0)
 			if err == nil {
 				err = f.Sync()
