@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"storemesh/crdt"
 	"storemesh/ledger"
 )
 
@@ -19,7 +20,13 @@ type ackedOp struct {
 	hash   ledger.Hash
 	id     string // sale id (op id)
 	kind   ledger.Kind
-	deltas []skuDelta // what the op does to its store's stock
+	deltas []skuDelta // what the op does to its store's stock (a refund: what it asks)
+	// refund only: the sale it names and its place in the order refunds
+	// of one sale are honoured in (hlc, device, seq, hash): two terminals
+	// may refund the same line while partitioned, and only the first
+	// counts (ledger/refunds.go).
+	refundOf string
+	hlc      crdt.Timestamp
 	// exempt: made by a device after the backup it was later restored
 	// from, and held by no other replica when the restore happened. Its
 	// disk was replaced: it may be gone, and that is not a lost ack.
@@ -383,7 +390,10 @@ func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas
 		}
 		return false
 	}
-	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas}
+	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas, hlc: o.HLC}
+	if r, ok := body.(*ledger.Refund); ok {
+		rec.refundOf = r.Sale
+	}
 	n.ops = append(n.ops, rec)
 	if kind == ledger.KindSale {
 		ln.storeSales[store] = append(ln.storeSales[store], rec)
