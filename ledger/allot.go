@@ -8,7 +8,7 @@ import (
 	"storemesh/crdt"
 )
 
-// Stock allotments (DESIGN §5, issue 14): an allotted SKU's units in a
+// Stock allotments (docs/design.md §5, issue 14): an allotted SKU's units in a
 // store are a bounded counter (crdt.BCounter) whose rights are held by
 // devices; a device sells only units it holds, checked on its own state,
 // so a scarce item is never oversold, offline included.

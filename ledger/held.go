@@ -11,7 +11,7 @@ import (
 // sends them again after a restart.
 //
 // What a peer can make a replica hold is bounded where the op is taken,
-// not after the fact (DESIGN §4, bounded work):
+// not after the fact (docs/design.md §4, bounded work):
 //   - in bytes, not ops (Config.MaxHeldBytes): 65,536 ops of 16 KiB would
 //     be a gigabyte;
 //   - per author (Config.MaxHeldPerAuthor, by ChainOwner): one device that

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 )
@@ -28,12 +29,12 @@ import (
 // (RaiseOwnFloor, source "durable record") to it: local writes then wait
 // (ErrOwnHistoryBehind) until sync has refilled the chain from peers.
 //
-// The record is written by a goroutine after each commit that made own
-// ops durable, concurrently with the next commit (it adds no latency to
-// Append), and exactly at Close. It never claims more than is durable in
-// the datastore, so a crash cannot make a false alarm; after a SIGKILL it
-// may lag by the ops of the last commits (those in flight while the
-// record was being written), and a loss of only those is not detected.
+// The record is written by a goroutine after commits that made own ops
+// durable, concurrently with later commits (it adds no latency to
+// Append), at most every ownRecordEvery, and exactly at Close. It never
+// claims more than is durable in the datastore, so a crash cannot make a
+// false alarm; after a SIGKILL it may lag by the ops of the last 50 ms or
+// so of commits, and a loss of only those is not detected.
 
 // OwnChain names one chain of this device: its scope and chain id (the
 // device id, or an epoch of it).
@@ -127,8 +128,19 @@ func (l *Ledger) recordLoop(r *ownRecorder) {
 		m := l.ownProgress(r)
 		l.mu.Unlock()
 		r.save(l, m)
+		// At most one record write per ownRecordEvery: each is an
+		// fdatasync beside badger's, which a single writer's Append would
+		// otherwise pay on every commit. Close writes the exact record.
+		select {
+		case <-r.stop:
+			return
+		case <-time.After(ownRecordEvery):
+		}
 	}
 }
+
+// ownRecordEvery bounds how often the background recorder writes.
+const ownRecordEvery = 50 * time.Millisecond
 
 func (r *ownRecorder) save(l *Ledger, m map[OwnChain]uint64) {
 	r.mu.Lock()
@@ -310,7 +322,8 @@ func OpenOwnRecordFile(path string) (*OwnRecordFile, error) {
 		r.slot = ownRecordSlot
 		// Allocate both slots now: a later save writes in place and never
 		// needs new space on a full disk.
-		if err := f.Truncate(2 * r.slot); err == nil {
+		err := f.Truncate(2 * r.slot)
+		if err == nil {
 			_, err = f.WriteAt(make([]byte, 2*r.slot), 0)
 			if err == nil {
 				err = f.Sync()

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // ProtocolID is the libp2p protocol of the sync stream. The wire format
@@ -68,17 +70,22 @@ func newHost(cfg *Config, g *gater) (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	// libp2p's TCP transport binds with SO_REUSEPORT (it dials out from
+	// the listen port), so a second process could listen on a port already
+	// in use and the two would share its connections. Probe each fixed
+	// port with a plain bind first: a busy --listen port is an error.
+	for _, s := range cfg.Listen {
+		if err := probeListen(s); err != nil {
+			return nil, err
+		}
+	}
 	rm, err := newResourceManager(cfg.LANPrefixes)
 	if err != nil {
 		return nil, err
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
-		// No SO_REUSEPORT: with it a second process could listen on a port
-		// already in use and the two would share its connections; a busy
-		// --listen port must be a start-up error. (libp2p uses it only to
-		// dial out from the listen port, for NAT traversal we do not do.)
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DefaultSecurity,
 		libp2p.DefaultMuxers,
@@ -153,4 +160,35 @@ func newResourceManager(lan []string) (network.ResourceManager, error) {
 		return nil, fmt.Errorf("mesh: resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// probeListen binds the TCP or UDP port of a listen multiaddr without
+// SO_REUSEPORT and closes it again; port 0 (any) is not probed.
+func probeListen(s string) error {
+	a, err := multiaddr.NewMultiaddr(s)
+	if err != nil {
+		return fmt.Errorf("mesh: listen address %q: %w", s, err)
+	}
+	network, addr, err := manet.DialArgs(a)
+	if err != nil {
+		return nil // not IP: libp2p says what it makes of it
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" {
+		return nil
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return fmt.Errorf("mesh: listen on %s: %w", s, err)
+		}
+		return ln.Close()
+	case "udp", "udp4", "udp6":
+		pc, err := net.ListenPacket(network, addr)
+		if err != nil {
+			return fmt.Errorf("mesh: listen on %s: %w", s, err)
+		}
+		return pc.Close()
+	}
+	return nil
 }
