@@ -30,9 +30,19 @@ const (
 const bodyVersion = 1
 
 type kindSpec struct {
-	fleetWide   bool // lives in FleetScope, not in a store
-	managerOnly bool // terminals may not write it
+	fleetWide   bool   // lives in FleetScope, not in a store
+	managerOnly bool   // terminals may not write it
+	version     uint16 // body version this build writes; 0 means bodyVersion
 	newBody     func() body
+}
+
+// bodyV is the body version this build writes (and the newest it
+// materialises) for the kind.
+func (k kindSpec) bodyV() uint16 {
+	if k.version == 0 {
+		return bodyVersion
+	}
+	return k.version
 }
 
 var kinds = map[Kind]kindSpec{
@@ -45,12 +55,19 @@ var kinds = map[Kind]kindSpec{
 	KindPolicySet:        {managerOnly: true, newBody: func() body { return new(Policy) }},
 	KindPriceSet:         {fleetWide: true, managerOnly: true, newBody: func() body { return new(PriceSet) }},
 	KindCatalogUpsert:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(CatalogItem) }},
-	KindDeviceRevoked:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(DeviceRevoked) }},
+	KindDeviceRevoked:    {fleetWide: true, managerOnly: true, version: revokedVersion, newBody: func() body { return new(DeviceRevoked) }},
 }
 
 // body is implemented by every op body; validate checks the fields a
 // well-behaved author would have checked before signing.
 type body interface{ validate() error }
+
+// versionedBody is a body whose rules depend on its version (an older
+// version still decodes); validate checks the version this build writes.
+type versionedBody interface {
+	body
+	validateVersion(v uint16) error
+}
 
 // Limits on body fields. They keep counters far from overflow and bound
 // what a single op can carry.
@@ -283,19 +300,6 @@ func (b *ConflictResolved) validate() error {
 	return nil
 }
 
-// DeviceRevoked revokes a device's certificate fleet-wide.
-type DeviceRevoked struct {
-	Device string `cbor:"1,keyasint" json:"device"`
-	Reason string `cbor:"2,keyasint,omitempty" json:"reason,omitempty"`
-}
-
-func (b *DeviceRevoked) validate() error {
-	if b.Device == "" || len(b.Device) > 128 {
-		return fmt.Errorf("device id missing")
-	}
-	return nil
-}
-
 func checkSKUQty(sku string, qty int64) error {
 	if !ValidSKU(sku) {
 		return fmt.Errorf("bad sku %q", sku)
@@ -311,7 +315,7 @@ func checkSKUQty(sku string, qty int64) error {
 // such ops are stored and relayed but not materialised.
 func decodeBody(o *Op) (body, error) {
 	spec, ok := kinds[o.Kind]
-	if !ok || o.BodyV > bodyVersion {
+	if !ok || o.BodyV > spec.bodyV() {
 		return nil, nil
 	}
 	if o.BodyV == 0 {
@@ -321,7 +325,11 @@ func decodeBody(o *Op) (body, error) {
 	if err := crdt.UnmarshalCanonical(o.Body, b); err != nil {
 		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
 	}
-	if err := b.validate(); err != nil {
+	check := b.validate
+	if vb, ok := b.(versionedBody); ok {
+		check = func() error { return vb.validateVersion(o.BodyV) }
+	}
+	if err := check(); err != nil {
 		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
 	}
 	return b, nil

@@ -71,7 +71,6 @@ type state struct {
 	prices   map[string]*crdt.LWW[PriceSet]
 	policy   map[string]*crdt.LWW[Policy]
 	resolved map[string]*crdt.LWW[ConflictResolved]
-	revoked  map[string]crdt.Timestamp // device → earliest revocation
 }
 
 func newState() *state {
@@ -84,7 +83,6 @@ func newState() *state {
 		prices:   map[string]*crdt.LWW[PriceSet]{},
 		policy:   map[string]*crdt.LWW[Policy]{},
 		resolved: map[string]*crdt.LWW[ConflictResolved]{},
-		revoked:  map[string]crdt.Timestamp{},
 	}
 }
 
@@ -176,10 +174,6 @@ func (s *state) apply(o *Op, b body) {
 		lwwSet(s.policy, o.Store, *b, o)
 	case *ConflictResolved:
 		lwwSet(s.resolved, b.Conflict, *b, o)
-	case *DeviceRevoked:
-		if t, ok := s.revoked[b.Device]; !ok || o.HLC.Less(t) {
-			s.revoked[b.Device] = o.HLC
-		}
 	}
 }
 

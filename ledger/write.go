@@ -65,6 +65,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
+	if err := l.admitLocal(store, c.length()+1, bb); err != nil {
+		return nil, err
+	}
 	hlc := l.clock.Now()
 	if err := l.cfg.Self.ValidAt(hlc.Wall / 1e6); err != nil {
 		// Every peer would refuse the op: refuse it here, before the sale
@@ -73,7 +76,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
-		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: bodyVersion, Body: enc,
+		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: kinds[kind].bodyV(), Body: enc,
 	}
 	if o.Seq > 1 {
 		prev := c.main[o.Seq-2]
@@ -295,8 +298,8 @@ func (l *Ledger) certFor(o *Op) (*Certificate, error) {
 // it unblocks. Called under l.mu.
 func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 	o := p.op
-	if t, ok := l.st.revoked[o.Device]; ok && t.Less(o.HLC) {
-		r.Outcome, r.Err = Rejected, reject(ReasonRevoked, "%s revoked at %s", o.Device, t)
+	if err := l.admitRemote(p); err != nil {
+		r.Outcome, r.Err = Rejected, err
 		l.countReject(o, r.Err)
 		return
 	}
@@ -367,6 +370,11 @@ func (l *Ledger) release(c *chain, scope, device string, seq uint64, req *commit
 		var keep []pendingOp
 		placed := false
 		for _, p := range cands {
+			if err := l.admitRemote(p); err != nil {
+				l.countReject(p.op, err) // revoked while it was held
+				l.heldCount--
+				continue
+			}
 			switch pl := c.classify(p.op); pl {
 			case placeNext, placeFork:
 				l.placeOne(c, p, pl, req)

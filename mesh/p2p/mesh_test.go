@@ -225,7 +225,7 @@ func TestUnenrolledPeersCannotSync(t *testing.T) {
 
 	other := ledgertest.NewFleet(99)
 	revokedDev := lpEnroll(f, 21, 3, "s1", ledger.RoleTerminal, lpName("revoked"))
-	if _, err := victim.l.Append(ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: revokedDev.ID(), Reason: "stolen"}); err != nil {
+	if _, err := victim.l.Append(ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: revokedDev.ID(), Reason: "stolen", Cert: revokedDev.Cert.Encode()}); err != nil {
 		t.Fatal(err)
 	}
 	before := victim.l.Digest("s1")
