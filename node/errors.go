@@ -69,6 +69,10 @@ var codeStatus = map[string]int{
 	CodeStorageFailed:       http.StatusInternalServerError,
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
+	CodeUnknownDevice:       http.StatusNotFound,   // devices.go
+	CodeRevokeNotAllowed:    http.StatusForbidden,  // devices.go
+	CodeAlreadyRevoked:      http.StatusConflict,   // devices.go
+	CodeBadFleetStatement:   http.StatusBadRequest, // devices.go
 }
 
 // ErrorCodes lists every error code the API can return, with its status.

@@ -77,6 +77,9 @@ var routes = []Route{
 	get("/v1/conflicts", (*Node).handleListConflicts),
 	write(http.MethodPost, "/v1/conflicts/{id}/resolve", (*Node).handleResolve, CodeNotFound, CodeMissingField, CodeBadAction, CodeFieldTooLong),
 	get("/v1/digest", (*Node).handleDigest, CodeNotFound),
+	get("/v1/devices/{id}", (*Node).handleGetDevice, CodeUnknownDevice),
+	write(http.MethodPost, "/v1/devices/{id}/revoke", (*Node).handleRevoke, CodeUnknownDevice, CodeRevokeNotAllowed,
+		CodeAlreadyRevoked, CodeBadFleetStatement, CodeMissingField, CodeFieldTooLong),
 }
 
 // Routes returns the API's routes (for tests and docs).

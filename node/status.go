@@ -30,21 +30,22 @@ type peerView struct {
 
 // statusView is GET /v1/status (DESIGN §8a).
 type statusView struct {
-	Device            string     `json:"device"`
-	Name              string     `json:"name"`
-	Store             string     `json:"store"`
-	Role              string     `json:"role"`
-	Fleet             string     `json:"fleet"`
-	Addrs             []string   `json:"addrs"`
-	Peers             []peerView `json:"peers"`
-	Paths             []string   `json:"paths"` // how the synced peers were found
-	QueuedForAnchor   uint64     `json:"queued_for_anchor"`
-	LastAnchorContact *time.Time `json:"last_anchor_contact"` // null: never
-	Offline           bool       `json:"offline"`
-	Conflicts         int        `json:"conflicts"` // open ones
-	Forks             int        `json:"forks"`
-	HeldOps           int        `json:"held_ops"`
-	Now               time.Time  `json:"now"`
+	Device            string                 `json:"device"`
+	Name              string                 `json:"name"`
+	Store             string                 `json:"store"`
+	Role              string                 `json:"role"`
+	Fleet             string                 `json:"fleet"`
+	Addrs             []string               `json:"addrs"`
+	Peers             []peerView             `json:"peers"`
+	Paths             []string               `json:"paths"` // how the synced peers were found
+	QueuedForAnchor   uint64                 `json:"queued_for_anchor"`
+	LastAnchorContact *time.Time             `json:"last_anchor_contact"` // null: never
+	Offline           bool                   `json:"offline"`
+	Conflicts         int                    `json:"conflicts"` // open ones
+	Forks             int                    `json:"forks"`
+	HeldOps           int                    `json:"held_ops"`
+	Revoked           []ledger.RevokedDevice `json:"revoked"` // devices/revoke: what is kept of each (cut-offs)
+	Now               time.Time              `json:"now"`
 }
 
 func (n *Node) status() statusView {
@@ -56,7 +57,7 @@ func (n *Node) status() statusView {
 		Device: n.self.Device, Name: n.self.Name, Store: n.self.Store, Role: string(n.self.Role),
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
-		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Revoked: n.l.Revocations(), Now: n.cfg.Now().UTC(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -87,8 +88,8 @@ func (n *Node) statusFingerprint() string {
 	ms := m.Status()
 	last := n.anchor.observe(ms.LastAnchorContact)
 	off, _ := n.offline(n.cfg.Now())
-	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
-		n.openConflicts(), last.Truncate(10*time.Second))
+	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
+		n.openConflicts(), last.Truncate(10*time.Second), len(n.l.Revocations()))
 	for _, p := range m.Peers() {
 		fp += fmt.Sprintf("|%s%v%v%v", p.ID, p.Connected, p.Established, p.Gone)
 	}
