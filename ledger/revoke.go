@@ -124,6 +124,9 @@ func SortCutoffs(cs []Cutoff) { slices.SortFunc(cs, compareCutoff) }
 
 // revocationStatement is what a fleet statement signs.
 func revocationStatement(fleetID, device string, cutoffs []Cutoff) ([]byte, error) {
+	if len(cutoffs) == 0 {
+		cutoffs = []Cutoff{} // nil and empty sign the same
+	}
 	b, err := crdt.Marshal(struct {
 		_       struct{} `cbor:",toarray"`
 		Fleet   string

@@ -209,7 +209,9 @@ func TestAPIErrorCodes(t *testing.T) {
 		{code: CodeMissingField, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + term.ID() + "/revoke", body: map[string]any{}},
 		{code: CodeRoleNotAllowed, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + mgr.ID() + "/revoke", body: map[string]any{"reason": "x"}, node: func() *Node { return term }},
 		{code: CodeAlreadyRevoked, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + term.ID() + "/revoke", body: map[string]any{"reason": "again"},
-			setup: func(t *testing.T) { must(t, mgr, 201, "POST", "/v1/devices/"+term.ID()+"/revoke", map[string]any{"reason": "stolen"}) }},
+			setup: func(t *testing.T) {
+				must(t, mgr, 201, "POST", "/v1/devices/"+term.ID()+"/revoke", map[string]any{"reason": "stolen"})
+			}},
 	}
 
 	routesByPath := map[string]map[string][]string{}

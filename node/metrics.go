@@ -83,12 +83,14 @@ var (
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+	descGate       = prometheus.NewDesc("storemesh_gate_refused_total", "Connections refused at the connection gate, by reason (revoked, or a ban's code).", []string{"reason"}, nil)
+	descRevoked    = prometheus.NewDesc("storemesh_revoked_devices", "Devices revoked by an effective revocation.", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns} {
+		descProtoErr, descConflicts, descEventConns, descGate, descRevoked} {
 		ch <- d
 	}
 }
@@ -146,6 +148,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, v := range ms.ProtocolErrors {
 		counter(descProtoErr, float64(v), code)
 	}
+	for reason, v := range ms.RefusedBy {
+		counter(descGate, float64(v), reason)
+	}
+	gauge(descRevoked, float64(len(n.l.Revocations())))
 	var open, resolved float64
 	for _, cf := range n.l.Conflicts(n.conflictScope()) {
 		if cf.Resolution == nil {
