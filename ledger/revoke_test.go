@@ -372,7 +372,7 @@ func TestRevocationAuthority(t *testing.T) {
 		want       ledger.Reason // "" allowed
 	}{
 		{"mgr1", "t1", false, ""},
-		{"mgr1", "t2", false, ledger.ReasonRevokeAuthority},   // another store's terminal
+		{"mgr1", "t2", false, ledger.ReasonRevokeAuthority},    // another store's terminal
 		{"mgr1", "mgr1b", false, ledger.ReasonRevokeAuthority}, // a manager
 		{"mgr1", "mgr2", false, ledger.ReasonRevokeAuthority},
 		{"mgr1", "anchor", false, ledger.ReasonRevokeAuthority},
