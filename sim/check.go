@@ -23,6 +23,7 @@ const (
 	InvForks        = "forks-flagged"   // equivocating devices are flagged on every replica, and only they
 	InvWorkload     = "workload"        // an op the simulator built was refused for a reason it should not be
 	InvHQAcked      = "hq-acknowledged" // every store device learns what HQ holds of its store (its "queued for HQ" drains)
+	InvRevoked      = "revoked-dropped" // ops past a revoked device's cut-off are on no replica
 	InvRunError     = "error"           // the run could not finish (Explore only)
 	maxListedPerInv = 3
 )
@@ -194,9 +195,16 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	stock := map[string]int64{}
 	sales := map[string]bool{}
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
+	var kept []string
 	for _, k := range ops {
 		a := w.acked[k]
 		has := n.l.HoldsOp(sc, a.device, a.seq, a.hash)
+		if w.excluded(sc, a.device, a.seq) {
+			if has {
+				kept = append(kept, fmt.Sprintf("%s/%d(%s)", a.device, a.seq, a.kind))
+			}
+			continue // dropped everywhere: not in the stock or the sale log either
+		}
 		switch {
 		case !has && a.exempt:
 			continue // gone with a replaced disk, and this replica never got it
@@ -212,6 +220,11 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 		if a.kind == ledger.KindSale {
 			sales[a.id] = true
 		}
+	}
+	if len(kept) > 0 {
+		f := w.failure(InvRevoked, sc, n.spec.name, "no op past a revoked device's cut-off", fmt.Sprintf("%d held", len(kept)))
+		f.Detail = "first held: " + strings.Join(kept[:min(len(kept), maxListedPerInv)], ", ")
+		w.fail(f)
 	}
 	if len(lost) > 0 {
 		f := w.failure(InvLostAck, sc, n.spec.name, "every acknowledged op", fmt.Sprintf("%d missing", len(lost)))
