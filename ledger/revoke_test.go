@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -496,5 +497,103 @@ func TestRevocationVersion1IsKeptAndVoid(t *testing.T) {
 	}
 	if r.Revoked(rf.devs["t1"].ID()) {
 		t.Fatal("a version-1 revocation took effect")
+	}
+}
+
+// FuzzRevocationBody feeds arbitrary bytes as the body of a version-2
+// revocation signed by an anchor: never a panic, and a body that is
+// applied either revokes its named device or nothing.
+func FuzzRevocationBody(f *testing.F) {
+	fl := ledgertest.NewFleet(12)
+	anchor := fl.Enroll(ledger.FleetScope, ledger.RoleAnchor)
+	t1 := fl.Enroll("s1", ledger.RoleTerminal)
+	good, _ := crdt.Marshal(&ledger.DeviceRevoked{Device: t1.ID(), Reason: "x", Cert: t1.Cert.Encode(),
+		Cutoffs: []ledger.Cutoff{{Store: "s1", Chain: t1.ID(), Seq: 3}}})
+	f.Add(good)
+	v1, _ := crdt.Marshal(&ledger.DeviceRevoked{Device: t1.ID()})
+	f.Add(v1)
+	f.Add([]byte{0xa0})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ctx := context.Background()
+		l, err := fl.Open(ctx, ledgertest.MemStore(), nil, anchor.Cert, t1.Cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		o := ledger.Op{V: 1, Fleet: fl.Key.ID(), Store: ledger.FleetScope, Device: anchor.ID(), Seq: 1,
+			HLC: crdt.Timestamp{Wall: ledgertest.Epoch.UnixNano()}, Kind: ledger.KindDeviceRevoked, BodyV: 2, Body: body}
+		if err := o.Seal(anchor.Key); err != nil {
+			return // not encodable as an op at all
+		}
+		res, err := l.Apply(ctx, o.Raw())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range l.Revocations() {
+			if res.Outcome != ledger.Applied || r.Device != t1.ID() {
+				t.Fatalf("outcome %v, revoked %s", res.Outcome, r.Device)
+			}
+		}
+	})
+}
+
+// BenchmarkRevocationRebuild: a revocation arrives at a replica holding n
+// sales of the revoked till and n of another, and cuts the till at n/2:
+// the replica rebuilds its vectors and state from the log once.
+func BenchmarkRevocationRebuild(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("ops=%d", 2*n), func(b *testing.B) {
+			ctx := context.Background()
+			f := ledgertest.NewFleet(13)
+			mgr := f.Enroll("s1", ledger.RoleManager)
+			t1, t2 := f.Enroll("s1", ledger.RoleTerminal), f.Enroll("s1", ledger.RoleTerminal)
+			certs := []*ledger.Certificate{mgr.Cert, t1.Cert, t2.Cert}
+			var raws [][]byte
+			for _, d := range []*ledgertest.Device{t1, t2} {
+				l, err := f.Open(ctx, ledgertest.MemStore(), d, certs...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for range n {
+					o, err := l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+					if err != nil {
+						b.Fatal(err)
+					}
+					raws = append(raws, o.Raw())
+				}
+				l.Close()
+			}
+			lm, err := f.Open(ctx, ledgertest.MemStore(), mgr, certs...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rev, err := lm.Revoke(ctx, ledger.RevokeRequest{Device: t1.ID(), Reason: "bench",
+				Cutoffs: []ledger.Cutoff{{Store: "s1", Chain: t1.ID(), Seq: uint64(n / 2)}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				b.StopTimer()
+				r, err := f.Open(ctx, ledgertest.MemStore(), nil, certs...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := 0; i < len(raws); i += 500 {
+					if _, err := r.ApplyBatch(ctx, raws[i:min(i+500, len(raws))]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				if _, err := r.Apply(ctx, rev.Raw()); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if r.VersionVector("s1")[t1.ID()] != uint64(n/2) {
+					b.Fatal("not cut")
+				}
+				r.Close()
+				b.StartTimer()
+			}
+		})
 	}
 }

@@ -269,6 +269,12 @@ func TestUnenrolledPeersCannotSync(t *testing.T) {
 			if st := a.m.Status(); st.Established != 0 {
 				t.Fatalf("attacker has %d sessions", st.Established)
 			}
+			// Refusals are counted by reason (storemesh_gate_refused_total).
+			if tc.name == "revoked" {
+				if got := victim.m.Status().RefusedBy[ReasonRevoked]; got == 0 {
+					t.Fatalf("gate refusals by reason %v: none for %s", victim.m.Status().RefusedBy, ReasonRevoked)
+				}
+			}
 		})
 	}
 }
