@@ -8,7 +8,10 @@
 // held until their gap fills, equivocation kept as evidence); the
 // materialised state (stock PN-counters, the sale log, LWW catalog, prices
 // and policy, version vectors and digests per scope, oversell conflicts);
-// the catch-up queries sync uses; and audit export/verify.
+// the catch-up queries sync uses; audit export/verify; and stock
+// allotments (allot*.go: a bounded counter per allotted (store, sku), its
+// ops, the Append refusal ErrAllotmentExhausted and the AllotReactor that
+// moves units between devices).
 //
 // Invariants:
 //   - An op is acknowledged (Append returns, or a version vector covers it)
@@ -27,6 +30,9 @@
 //     the Digest does not depend on arrival order. Which revocations count
 //     (authority, a revoker's revocation past its own cut-off is void) is
 //     judged from the set of revocation ops alone (judgeRevocations).
+//   - An allotted SKU's counter total equals its on_hand; a local sale or
+//     allot.transfer never spends more than this device holds, ops in
+//     flight in group commit included.
 //
 // HAZARDS:
 //   - When a revocation changes which placed ops count, the version
@@ -54,6 +60,13 @@
 //     device vouches for it: only a holder of the device's key can make
 //     that, and VerifyStored and audit verify still check every signature
 //     and report it (ProblemSignature) as evidence against the device.
+//   - Allotments: a device that sells an allotted SKU before it has heard
+//     the SKU became allotted, or after a write-off of its units it had
+//     not heard of, overspends; it is flagged (AllotStatus.Overspent),
+//     every replica alike, never hidden. allot*.go keeps every stock
+//     movement (chain, seq, delta) of every (store, sku) in memory so a
+//     late allot.set can be applied in any order: memory grows with the
+//     stock history, as the sale log's uses already do.
 //
 // Imports: crdt, go-datastore and go-ds-badger4, the standard library.
 // Never libp2p or net: the ledger knows nothing of the network.

@@ -121,6 +121,7 @@ type Ledger struct {
 	held       map[heldKey][]pendingOp
 	heldCount  int
 	certs      map[string][]*Certificate
+	names      map[string]string // device → the name on its receipts; nil when certs changed (receipts.go)
 	st         *state
 	vv         map[string]crdt.VersionVector // durable contiguous seqs per scope
 	queue      []*commitReq
@@ -131,6 +132,7 @@ type Ledger struct {
 	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
 	rv         revState            // revocations and cut-offs (revoke.go)
 	subs       map[int]func([]*Op)
+	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
 	stats      Stats
 }
@@ -371,6 +373,7 @@ func (l *Ledger) materialise(p pendingOp) {
 		vv[o.Device] = o.Seq
 	}
 	l.st.apply(o, p.body)
+	l.allotLanded(o)
 }
 
 func opKey(o *Op) ds.Key {

@@ -473,7 +473,7 @@ func (l *Ledger) rebuild(ctx context.Context) error {
 		if err != nil {
 			return &CorruptError{Key: key, Err: err}
 		}
-		b, err := decodeBody(o)
+		b, err := decodeStored(o)
 		if err != nil {
 			return &CorruptError{Key: key, Err: err}
 		}

@@ -71,7 +71,7 @@ func (rf *revFleet) replica(t *testing.T, dev *ledgertest.Device) *ledger.Ledger
 	return l
 }
 
-func mustAppend(t *testing.T, l *ledger.Ledger, store string, kind ledger.Kind, b any) *ledger.Op {
+func revAppend(t *testing.T, l *ledger.Ledger, store string, kind ledger.Kind, b any) *ledger.Op {
 	t.Helper()
 	o, err := l.Append(context.Background(), store, kind, b)
 	if err != nil {
@@ -130,27 +130,27 @@ func revokedHistory(t *testing.T) (*revFleet, []*ledger.Op, *ledger.Op) {
 	})
 	mgr, t1, t2 := rf.ledgers["mgr"], rf.ledgers["t1"], rf.ledgers["t2"]
 	var ops []*ledger.Op
-	ops = append(ops, mustAppend(t, mgr, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "TEA", Qty: 10}))
+	ops = append(ops, revAppend(t, mgr, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "TEA", Qty: 10}))
 	var early []*ledger.Op
 	for range 3 {
-		early = append(early, mustAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
+		early = append(early, revAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
 	}
 	ops = append(ops, early...)
 	mustApply(t, mgr, early...)
 	rev := mustRevoke(t, mgr, ledger.RevokeRequest{Device: rf.devs["t1"].ID(), Reason: "stolen"})
 	ops = append(ops, rev)
-	ops = append(ops, mustAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 2, 350)))
-	ops = append(ops, mustAppend(t, t1, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "TEA", Qty: 50}))
+	ops = append(ops, revAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 2, 350)))
+	ops = append(ops, revAppend(t, t1, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "TEA", Qty: 50}))
 	rf.clocks["t1"].Set(rev.HLC.Time().Add(-time.Hour))
-	back := mustAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 3, 350))
+	back := revAppend(t, t1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 3, 350))
 	if !back.HLC.Less(rev.HLC) {
 		// The HLC never runs backwards on its own device: forge the
 		// backdated op by hand, as a thief with the key would.
 		back = sealOp(t, rf.f.Key.ID(), rf.devs["t1"], "s1", back.Seq, ops[len(ops)-1], rev.HLC.Time().Add(-time.Hour), ledger.KindSale, ledgertest.Sale("TEA", 3, 350))
 	}
 	ops = append(ops, back)
-	ops = append(ops, mustAppend(t, t2, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
-	ops = append(ops, mustAppend(t, mgr, ledger.FleetScope, ledger.KindCatalogUpsert, &ledger.CatalogItem{SKU: "TEA", Name: "tea", UnitPrice: 350, Currency: "EUR"}))
+	ops = append(ops, revAppend(t, t2, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
+	ops = append(ops, revAppend(t, mgr, ledger.FleetScope, ledger.KindCatalogUpsert, &ledger.CatalogItem{SKU: "TEA", Name: "tea", UnitPrice: 350, Currency: "EUR"}))
 	return rf, ops, rev
 }
 
@@ -319,7 +319,7 @@ func TestRevocationByARevokedManagerIsVoid(t *testing.T) {
 	anchor, mgr := rf.ledgers["anchor"], rf.ledgers["mgr"]
 	var ops []*ledger.Op
 	for _, n := range []string{"t1", "t2"} {
-		ops = append(ops, mustAppend(t, rf.ledgers[n], "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
+		ops = append(ops, revAppend(t, rf.ledgers[n], "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
 	}
 	mustApply(t, mgr, ops...)
 	before := mustRevoke(t, mgr, ledger.RevokeRequest{Device: rf.devs["t1"].ID(), Reason: "lost"})
@@ -330,7 +330,7 @@ func TestRevocationByARevokedManagerIsVoid(t *testing.T) {
 	// The stolen manager, cut at its revocation of t1, now revokes t2.
 	after := mustRevoke(t, mgr, ledger.RevokeRequest{Device: rf.devs["t2"].ID(), Reason: "spite"})
 	ops = append(ops, after)
-	ops = append(ops, mustAppend(t, rf.ledgers["t2"], "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
+	ops = append(ops, revAppend(t, rf.ledgers["t2"], "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)))
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	var want [2]string

@@ -44,10 +44,6 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if err := l.cfg.Self.MayWrite(kind, store); err != nil {
 		return nil, err
 	}
-	enc, err := crdt.Marshal(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -56,6 +52,16 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	defer l.mu.Unlock()
 	if err := l.writable(); err != nil {
 		return nil, err
+	}
+	if err := fitsStore(store, bb); err != nil {
+		re := &RejectError{Reason: ReasonBody, Detail: err.Error()}
+		l.countReject(nil, re)
+		return nil, re
+	}
+	if r, ok := bb.(*Refund); ok {
+		if err := l.st.checkRefund(store, r); err != nil {
+			return nil, err
+		}
 	}
 	self := l.cfg.Self.Device
 	c := l.chainOf(store, self)
@@ -68,15 +74,24 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if err := l.admitLocal(store, c.length()+1, bb); err != nil {
 		return nil, err
 	}
+	reserve, err := l.allotCheck(store, kind, bb)
+	if err != nil {
+		return nil, err
+	}
 	hlc := l.clock.Now()
 	if err := l.cfg.Self.ValidAt(hlc.Wall / 1e6); err != nil {
 		// Every peer would refuse the op: refuse it here, before the sale
 		// is acknowledged to a customer.
 		return nil, err
 	}
+	bb = l.st.numberReceipt(self, bb)
+	enc, err := crdt.Marshal(bb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
+	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
-		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: kinds[kind].bodyV(), Body: enc,
+		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: writeVersion(kind), Body: enc,
 	}
 	if o.Seq > 1 {
 		prev := c.main[o.Seq-2]
@@ -88,7 +103,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if len(o.raw) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
+	l.st.reserveReceipt(self, bb)
 	c.place(o, placeNext)
+	reserve(o)
 	// This process just signed it with the key of its own certificate
 	// (Open checks they match): a replica sharing the cache need not verify.
 	l.cfg.SigCache.add(o, l.cfg.Self.PubKey)
@@ -458,7 +475,7 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 	}
 	return l.commit(&commitReq{
 		puts:  []putKV{{certKey(c), c.Encode()}},
-		after: func() { l.certs[c.Device] = append(l.certs[c.Device], c) },
+		after: func() { l.certs[c.Device] = append(l.certs[c.Device], c); l.names = nil },
 	})
 }
 

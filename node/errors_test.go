@@ -149,6 +149,14 @@ func TestAPIErrorCodes(t *testing.T) {
 		{code: CodeUnsupportedMedia, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{}`, headers: []string{"Content-Type", "text/plain"}},
 		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":`},
 		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":"TEA"}`},
+		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":[{"sku":"TEA","qty":"2"}],"payment":{"method":"cash"}}`},
+		{code: CodeBadJSON, route: "/v1/stock/received", method: "POST", path: "/v1/stock/received", body: `{"sku":"TEA","qty":"2"}`},
+		{code: CodeBadJSON, route: "/v1/stock/counted", method: "POST", path: "/v1/stock/counted", body: `{"sku":"TEA","on_hand":"2"}`},
+		{code: CodeBadJSON, route: "/v1/refunds", method: "POST", path: "/v1/refunds", body: `{"sale_id":"x","lines":[{"sku":"TEA","qty":"1"}]}`},
+		{code: CodeBadJSON, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: `{"name":"Tea","unit_price":"350","currency":"EUR"}`},
+		{code: CodeBadJSON, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: `{"max_offline_sale":"100"}`},
+		{code: CodeBadJSON, route: "/v1/sales", method: "POST", path: "/v1/sales", body: `{"lines":[{"sku":"TEA","qty":true}],"payment":{"method":"cash"}}`},
+		{code: CodeBadStockMode, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"name": "Tea", "unit_price": 350, "currency": "EUR", "stock": "sometimes"}},
 		{code: CodeMissingField, route: "/v1/sales", method: "POST", path: "/v1/sales", body: map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 1}}}},
 		{code: CodeMissingField, route: "/v1/refunds", method: "POST", path: "/v1/refunds", body: map[string]any{}},
 		{code: CodeMissingField, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/TEA", body: map[string]any{"unit_price": 1, "currency": "EUR"}},
@@ -186,6 +194,11 @@ func TestAPIErrorCodes(t *testing.T) {
 			}},
 		{code: CodeStorageFailed, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), node: func() *Node { return broken },
 			setup: func(t *testing.T) { store.fail.Store(true) }},
+		{code: CodeAllotmentExhausted, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("SCARF", 1, "cash"),
+			setup: func(t *testing.T) {
+				setItem(t, mgr, "SCARF", "Scarf", 900)
+				must(t, mgr, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"allotted": true})
+			}},
 		// Offline policy (mgr never reached an anchor: offline). Last, as
 		// each sets a policy.
 		{code: CodeBadPaymentMethod, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"offline_methods": []string{"Card"}}},

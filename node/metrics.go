@@ -90,7 +90,8 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns, descGate, descRevoked} {
+		descProtoErr, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
+		descGate, descRevoked} {
 		ch <- d
 	}
 }
@@ -152,17 +153,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descGate, float64(v), reason)
 	}
 	gauge(descRevoked, float64(len(n.l.Revocations())))
-	var open, resolved float64
-	for _, cf := range n.l.Conflicts(n.conflictScope()) {
-		if cf.Resolution == nil {
-			open++
-		} else {
-			resolved++
-		}
-	}
-	gauge(descConflicts, open, "open")
-	gauge(descConflicts, resolved, "resolved")
+	open, resolved := n.l.OpenConflicts(n.conflictScope())
+	gauge(descConflicts, float64(open), "open")
+	gauge(descConflicts, float64(resolved), "resolved")
 	gauge(descEventConns, float64(n.hub.count()))
+	n.collectSinks(ch)
 }
 
 func b2f(b bool) float64 {

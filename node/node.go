@@ -18,6 +18,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Node is one running peer: its ledger, its mesh and its HTTP API and
@@ -38,17 +39,15 @@ type Node struct {
 	peers   []string
 	anchors []string
 
-	ln   net.Listener
-	srv  *http.Server
-	hub  *hub
-	met  *metrics
-	refs *refIndex
-	keys keyLocks
-	// refundMu serialises refunds: the check that a refund does not exceed
-	// its sale and the write must not interleave with another refund.
-	refundMu sync.Mutex
-	anchor   anchorClock
+	ln     net.Listener
+	srv    *http.Server
+	hub    *hub
+	met    *metrics
+	refs   *refIndex
+	keys   keyLocks
+	anchor anchorClock
 
+	sinks     []*sink.Runner
 	unsub     func()
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -131,6 +130,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.mesh().Close() })
+	if err := n.startSinks(ctx); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, n.stopSinks)
 
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -153,6 +156,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	go n.statusLoop(loopCtx)
+	n.startAllot(loopCtx)
 	n.log.Info("node started", "name", cfg.Cert.Name, "http", n.HTTPAddr(), "addrs", n.Addrs(), "fleet", n.l.FleetID())
 	return n, nil
 }
@@ -188,6 +192,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		n.persistAnchorContact()
+		n.stopSinks()
 		n.meshMu.Lock()
 		if err := n.m.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("mesh: %w", err))
@@ -331,6 +336,8 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 			changed["sales"], changed["stock"], changed["conflicts"] = true, true, true
 		case ledger.KindStockReceived, ledger.KindStockCounted, ledger.KindStockTransferred:
 			changed["stock"], changed["conflicts"] = true, true
+		case ledger.KindAllotSet, ledger.KindAllotTransfer, ledger.KindAllotRequest, ledger.KindAllotWriteoff:
+			changed["stock"] = true
 		case ledger.KindCatalogUpsert, ledger.KindPriceSet:
 			changed["catalog"] = true
 		case ledger.KindPolicySet:

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/sink"
 )
 
 // peerView is one peer in GET /v1/status.
@@ -44,7 +45,8 @@ type statusView struct {
 	Conflicts         int                    `json:"conflicts"` // open ones
 	Forks             int                    `json:"forks"`
 	HeldOps           int                    `json:"held_ops"`
-	Revoked           []ledger.RevokedDevice `json:"revoked"` // devices/revoke: what is kept of each (cut-offs)
+	Sinks             []sink.Status          `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
+	Revoked           []ledger.RevokedDevice `json:"revoked"`         // devices.go: revoked devices and what is kept of each
 	Now               time.Time              `json:"now"`
 }
 
@@ -58,6 +60,7 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Revoked: n.l.Revocations(), Now: n.cfg.Now().UTC(),
+		Sinks: n.sinkStatus(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -111,13 +114,8 @@ func (n *Node) conflictScope() string {
 }
 
 func (n *Node) openConflicts() int {
-	k := 0
-	for _, c := range n.l.Conflicts(n.conflictScope()) {
-		if c.Resolution == nil {
-			k++
-		}
-	}
-	return k
+	open, _ := n.l.OpenConflicts(n.conflictScope())
+	return open
 }
 
 func (n *Node) handleListConflicts(w http.ResponseWriter, r *http.Request) error {

@@ -118,6 +118,13 @@ function renderCart() {
   $("charge").disabled = state.busy || state.cart.size === 0;
 }
 
+// allotText: an allotted SKU's units held here and where the others are.
+function allotText(a) {
+  if (!a) return "";
+  const where = a.elsewhere.map((h) => h.units + " at " + h.name).join(", ");
+  return a.here + " here" + (where ? " · " + where : " · none elsewhere");
+}
+
 function renderStock() {
   const names = new Map(state.catalog.map((c) => [c.sku, c.name]));
   const body = $("stock-body");
@@ -126,7 +133,8 @@ function renderStock() {
     const id = isAnchor() ? "stock-row-" + s.store + "-" + s.sku : "stock-row-" + s.sku;
     body.append(el("tr", { "data-testid": id, "data-store": s.store, "data-sku": s.sku, class: s.on_hand < 0 ? "negative" : "" },
       el("td", { text: s.store }), el("td", { text: s.sku }), el("td", { text: names.get(s.sku) || "" }),
-      el("td", { class: "num", "data-testid": "stock-onhand-" + s.sku, text: String(s.on_hand) })));
+      el("td", { class: "num", "data-testid": "stock-onhand-" + s.sku, text: String(s.on_hand) }),
+      el("td", { "data-testid": "stock-allot-" + s.sku, text: allotText(s.allotment) })));
   }
   renderCatalog();
 }
@@ -186,7 +194,10 @@ function renderConflicts() {
   for (const c of state.conflicts) {
     const li = el("li", { "data-testid": "conflict-" + c.id, "data-resolved": String(!!c.resolution) },
       el("strong", { text: c.kind + " " + c.sku }),
-      " store " + c.store + ": " + c.oversold + " oversold by sale " + c.sale_id.slice(0, 8) + " (on hand " + c.on_hand + ")");
+      c.kind === "over_refund"
+        ? " store " + c.store + ": refund " + c.refund_id.slice(0, 8) + " of sale " + c.sale_id.slice(0, 8) + " asked " +
+          c.oversold + " unit(s) and " + money(c.excess_amount) + " more than the sale had left (not credited)"
+        : " store " + c.store + ": " + c.oversold + " oversold by sale " + c.sale_id.slice(0, 8) + " (on hand " + c.on_hand + ")");
     if (c.resolution) {
       li.append(el("div", { class: "muted", text: "resolved: " + c.resolution.action + (c.resolution.note ? " — " + c.resolution.note : "") }));
     } else {
