@@ -196,6 +196,7 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	sales := map[string]bool{}
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
 	var kept []string
+	dropped := w.droppedSales(sc, ops)
 	for _, k := range ops {
 		a := w.acked[k]
 		has := n.l.HoldsOp(sc, a.device, a.seq, a.hash)
@@ -213,6 +214,9 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 		default:
 			key := devSeq{a.device, a.seq}
 			at[key] = append(at[key], a.hash)
+		}
+		if a.kind == ledger.KindRefund && dropped[a.sale] {
+			continue // its sale was dropped: the refund is bounded by nothing and moves no stock
 		}
 		for _, d := range a.deltas {
 			stock[d.sku] += d.n

@@ -19,6 +19,7 @@ type ackedOp struct {
 	hash   ledger.Hash
 	id     string // sale id (op id)
 	kind   ledger.Kind
+	sale   string     // a refund's sale id
 	deltas []skuDelta // what the op does to its store's stock
 	// exempt: made by a device after the backup it was later restored
 	// from, and held by no other replica when the restore happened. Its
@@ -385,6 +386,9 @@ func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas
 		return false
 	}
 	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas}
+	if rb, ok := body.(*ledger.Refund); ok {
+		rec.sale = rb.Sale
+	}
 	n.ops = append(n.ops, rec)
 	if kind == ledger.KindSale {
 		ln.storeSales[store] = append(ln.storeSales[store], rec)
