@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// TestImportFences enforces DESIGN §2 and STYLE.md: imports point downward
+// TestImportFences enforces docs/design.md §2 and STYLE.md: imports point downward
 // only (cmd → node → mesh → ledger → crdt, sim → mesh, ledger, crdt,
 // node → sink → ledger, crdt), crdt
 // and ledger do no networking, and no libp2p reaches crdt, ledger or sim.

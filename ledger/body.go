@@ -10,7 +10,7 @@ import (
 // Kind names what an op does.
 type Kind string
 
-// The op kinds of DESIGN §3. Add kinds freely; never rename one.
+// The op kinds of docs/design.md §3. Add kinds freely; never rename one.
 const (
 	KindSale             Kind = "sale"
 	KindRefund           Kind = "refund"
@@ -288,7 +288,7 @@ func (b *PriceSet) validate() error {
 	return c.validate()
 }
 
-// Policy is a store's offline policy (DESIGN §5), an LWW register per store.
+// Policy is a store's offline policy (docs/design.md §5), an LWW register per store.
 type Policy struct {
 	OfflineMethods []string `cbor:"1,keyasint" json:"offline_methods"`
 	MaxOfflineSale int64    `cbor:"2,keyasint" json:"max_offline_sale"`  // minor units; 0 = no limit

@@ -1,5 +1,5 @@
 // Package ledger is one node's durable, signed op log and the state derived
-// from it (DESIGN §3, §6, §7).
+// from it (docs/design.md §3, §6, §7).
 //
 // What lives here: the op envelope and its canonical encoding; fleet keys
 // and device certificates; Append (local ops: seq, prev hash, HLC,
@@ -30,6 +30,19 @@
 //     the Digest does not depend on arrival order. Which revocations count
 //     (authority, a revoker's revocation past its own cut-off is void) is
 //     judged from the set of revocation ops alone (judgeRevocations).
+//   - Storage faults are refused, never survived silently (badger.go,
+//     ownrecord.go): every write first asks the datastore's free-space
+//     guard (SpaceChecker) and is refused with ErrNoSpace, nothing placed,
+//     while the disk keeps less than BadgerReserve free; a write that fails
+//     inside the datastore stops writes (ErrFailed) until reopened; SSTs are
+//     verified before badger opens them and every block on read; a damaged
+//     file or a panic inside badger at open is an ErrCorrupt naming it.
+//   - The durable own-chain record (Config.OwnRecord) never claims more
+//     than is stored; on open, an own chain shorter than its record raises
+//     the own floor (RaiseOwnFloor), so Append refuses the lost seqs
+//     (ErrOwnHistoryBehind) until sync refills them.
+//   - A datastore carries its format version (/m/format; none: 1); a newer
+//     one is refused (ErrFormat).
 //   - An allotted SKU's counter total equals its on_hand; a local sale or
 //     allot.transfer never spends more than this device holds, ops in
 //     flight in group commit included.
@@ -51,9 +64,24 @@
 //     for it: a device re-enrolled under the same id with another role or
 //     store could be judged differently by replicas holding different
 //     certificates of it.
-//   - Ops held for a missing predecessor live in memory only (bounded by
-//     Config.MaxHeld); after a restart peers send them again.
+//   - Ops held for a missing predecessor live in memory only (held.go),
+//     bounded in bytes (MaxHeldBytes), per author (MaxHeldPerAuthor) and in
+//     time (HeldTTL); a dropped or refused op is sent again by its holder.
+//     An own op dropped raises the own-chain floor first, so local writes
+//     keep waiting (ErrOwnHistoryBehind).
 //   - Replay on open re-reads every op: start-up time grows with the log.
+//   - The free-space guard is checked per write, but badger also writes on
+//     its own (flushes, compactions): BadgerReserve covers one L0 compaction
+//     of the configured sizes; a compaction deep in a large store could need
+//     more, and a fault there is still a SIGBUS.
+//   - The own-chain record lags the store by the commits in flight when a
+//     process is killed: a loss of only the last commit before a SIGKILL is
+//     not detected by it. A deleted record file detects nothing (it starts
+//     empty).
+//   - A corrupt SST block met after open (badger verifies it on read)
+//     silently ends an iteration inside badger: replay then sees a chain
+//     that ends early (own chains: the record catches it) or does not link
+//     (ErrCorrupt).
 //   - ApplyBatch verifies one signature per device run (the newest op's;
 //     prev hashes cover the rest, signatures included). An op whose own
 //     signature is broken is therefore kept when a later op of the same

@@ -448,16 +448,15 @@ func (l *Ledger) settleRevocations() {
 // dropHeldBeyondCut refuses held ops that a revocation put past their
 // device's cut-off. Called under l.mu.
 func (l *Ledger) dropHeldBeyondCut() {
-	for k, ps := range l.held {
+	h := l.held
+	for k := range h.ops {
 		if !l.beyondCut(k.scope, k.device, k.seq) {
 			continue
 		}
-		for _, p := range ps {
-			c, _ := l.cutOf(k.scope, k.device)
-			l.countReject(p.op, revokedErr(p.op, c))
+		c, _ := l.cutOf(k.scope, k.device)
+		for _, x := range h.take(k.chainKey, k.seq) {
+			l.countReject(x.p.op, revokedErr(x.p.op, c))
 		}
-		l.heldCount -= len(ps)
-		delete(l.held, k)
 	}
 }
 

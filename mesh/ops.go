@@ -86,29 +86,11 @@ func (s *Session) exchangeForks(ctx context.Context, scope string, st *scopeStat
 		if !s.remember(st, "sent:"+d, h[:]) {
 			continue
 		}
-		if err := s.sendRange(ctx, scope, d, 0, 0); err != nil {
+		if err := s.queueWant(scope, d, 0, 0, false); err != nil {
 			return false, err
 		}
 	}
 	return agree, nil
-}
-
-func (s *Session) onWant(ctx context.Context, m *wantMsg) error {
-	if !s.shared(m.Scope) {
-		s.stats.Rejected["scope_not_shared"]++
-		return nil
-	}
-	if err := s.sendRange(ctx, m.Scope, m.Device, m.After, m.Through); err != nil {
-		return s.fail(err)
-	}
-	return nil
-}
-
-func (s *Session) sendRange(ctx context.Context, scope, device string, after, through uint64) error {
-	return s.l.Range(ctx, scope, device, after, through, s.cfg.BatchBytes, func(batch []ledger.RawOp) error {
-		s.sendOps(scope, batch, false)
-		return nil
-	})
 }
 
 // hashPrefix is the start of an op's hash (SHA-256 of its encoding).
@@ -195,6 +177,20 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 		if r.NeedHistory && !wants[r.Op.Device] {
 			wants[r.Op.Device] = true
 			s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: r.Op.Device})
+		}
+	}
+	if len(st.unknown) > 0 && len(m.Certs) > 0 {
+		s.certsArrived(st)
+	}
+	if !m.Fresh {
+		// Answers to wants: past a quarter of a window, acknowledge them
+		// now, not at the next tick, so a long catch-up moves the sender's
+		// window (flow.go) at the round trip rather than once per tick.
+		for _, o := range m.Ops {
+			st.pulled += len(o)
+		}
+		if st.pulled >= s.cfg.WindowBytes/4 {
+			s.flushAck(m.Scope, st)
 		}
 	}
 	if st.synced && st.behind {

@@ -38,6 +38,18 @@ type SessionConfig struct {
 	// catch-up after a long outage streams in steps rather than buffering
 	// the whole log at the sender. 2,048 ops (about 600 KiB of sales).
 	MaxPull uint64
+	// WindowBytes bounds the bytes sent in answer to the peer's wants and
+	// not yet acknowledged (flow.go), as raft's MaxInflightBytes bounds
+	// the bandwidth-delay product. 1 MiB: 16 full frames, a LAN round trip
+	// of catch-up at 1 GB/s, 3 s of a 3G uplink.
+	WindowBytes int
+	// AckTicks after which an unacknowledged frame leaves the window (the
+	// ack was lost, or the peer refused the ops). 10: two summary periods.
+	AckTicks int
+	// MaxStrikes is how many wants the peer may repeat faster than it
+	// consumes them (or make for devices without a certificate) before
+	// the session closes with CodeAbusive. Strikes decay one per tick. 64.
+	MaxStrikes int
 	// RetryTicks between repeats of an unanswered hello. 3.
 	RetryTicks int
 	// SummaryTicks between unprompted summaries (anti-entropy: it repairs
@@ -57,6 +69,12 @@ func (c *SessionConfig) fill() {
 	}
 	if c.MaxPull == 0 {
 		c.MaxPull = 2048
+	}
+	if c.WindowBytes <= 0 {
+		c.WindowBytes = 1 << 20
+	}
+	if c.MaxStrikes <= 0 {
+		c.MaxStrikes = 64
 	}
 	if c.Pulls == nil {
 		c.Pulls = NewPulls()
@@ -83,6 +101,9 @@ func (c *SessionConfig) fillTicks() {
 	if c.KeepaliveTicks <= 0 {
 		c.KeepaliveTicks = 12 * c.SummaryTicks
 	}
+	if c.AckTicks <= 0 {
+		c.AckTicks = 2 * c.SummaryTicks
+	}
 }
 
 // Keepalive is the keepalive, in ticks, of a session made with c: its
@@ -99,6 +120,8 @@ type SessionStats struct {
 	FramesIn, FramesOut uint64
 	LastSync            int64             // Unix ns of the last frame received after the hello
 	Rejected            map[string]uint64 // by reason: op rejections and ignored messages
+	ServedBytes         uint64            // op bytes sent in answer to wants (flow.go)
+	WantsMerged         uint64            // wants folded into a job already queued
 }
 
 // scopeState is what the session knows of one shared scope.
@@ -124,8 +147,10 @@ type scopeState struct {
 	sentHead map[string]headAt
 	owed     bool // the peer has had no full summary of ours: send one
 
-	toldNeighbors uint64 // Neighbors' version in our last full summary (FleetScope only)
-	toldAck       uint64 // sum of the vector in our last summary that carried all of it
+	pulled        int                   // bytes of pulled ops since our last ack (flushAck)
+	unknown       map[string]unknownDev // advertised devices waiting for their certificate (uncertified)
+	toldNeighbors uint64                // Neighbors' version in our last full summary (FleetScope only)
+	toldAck       uint64                // sum of the vector in our last summary that carried all of it
 }
 
 // headAt names one op of a device: its seq and the first bytes of its hash.
@@ -149,7 +174,7 @@ func (st *scopeState) learn(m map[string]headAt, d string, a headAt) {
 }
 
 // Session is the sync protocol with one peer as a pure state machine
-// (DESIGN §2): frames and ticks go in through Step and Tick, frames come
+// (docs/design.md §2): frames and ticks go in through Step and Tick, frames come
 // out through Ready. It touches no socket, starts no goroutine and reads
 // time only through cfg.Now. The ledger is its storage. Not safe for
 // concurrent use: the driver serialises calls.
@@ -175,6 +200,12 @@ type Session struct {
 	peerNear map[string]bool
 	news     []string // scopes in which pulled ops were applied, for Announce
 	stats    SessionStats
+
+	// Flow control (flow.go).
+	jobs     []*serveJob
+	inflight []inflight
+	inBytes  int
+	strikes  int
 }
 
 // NewSession starts a session with the peer described by cfg over l.
@@ -299,15 +330,18 @@ func (s *Session) Step(ctx context.Context, b []byte) error {
 	s.stats.LastSync = s.cfg.Now()
 	switch m := msg.(type) {
 	case *summaryMsg:
-		return s.onSummary(ctx, m)
+		err = s.onSummary(ctx, m)
 	case *opsMsg:
-		return s.onOps(ctx, m)
+		err = s.onOps(ctx, m)
 	case *wantMsg:
-		return s.onWant(ctx, m)
+		err = s.onWant(ctx, m)
 	case *byeMsg:
 		return s.fail(protoErr(CodePeerBye, "%s: %s", m.Code, m.Detail))
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	return s.serve(ctx) // an ack or a want may have opened the window
 }
 
 func (s *Session) scope(scope string) *scopeState {
@@ -347,5 +381,6 @@ func (s *Session) Tick(ctx context.Context) error {
 			s.pull(sc, st)
 		}
 	}
-	return nil
+	s.expireInflight()
+	return s.serve(ctx)
 }

@@ -7,6 +7,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -194,6 +195,8 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		return nil
 	}
 	st := s.scope(m.Scope)
+	s.uncertified(m, st)
+	s.ackInflight(m.Scope, m.VV)
 	for d, seq := range m.VV {
 		if seq > st.acked[d] {
 			st.acked[d] = seq
@@ -268,7 +271,73 @@ func (s *Session) flushAck(scope string, st *scopeState) {
 		}
 	}
 	clear(st.ackDue)
+	st.pulled = 0
 	if len(ack) > 0 {
 		s.emit(msgSummary, &summaryMsg{Scope: scope, VV: ack, Partial: true})
+	}
+}
+
+// uncertified drops from a summary every device no certificate backs, so
+// only certified devices enter the session's maps (acked, peerHas), the
+// node's Pulls and what is relayed on; each is counted (unknown_device).
+// A peer cannot grow our memory with invented names. A device we have no
+// certificate for yet (a new terminal) is asked for once, directly: the
+// answer carries its certificate, and then it enters acked (certsArrived).
+// At most maxUnknown such devices wait per scope.
+func (s *Session) uncertified(m *summaryMsg, st *scopeState) {
+	drop := func(d string) bool {
+		if s.certified(d) {
+			return false
+		}
+		s.stats.Rejected["unknown_device"]++
+		return true
+	}
+	for _, d := range slices.Sorted(maps.Keys(m.VV)) {
+		seq := m.VV[d]
+		if seq == 0 || !drop(d) {
+			continue
+		}
+		delete(m.VV, d)
+		u, ok := st.unknown[d]
+		if !ok && len(st.unknown) >= maxUnknown {
+			continue
+		}
+		if ok && seq <= u.seq && s.tick-u.tick < s.cfg.SummaryTicks {
+			continue
+		}
+		if st.unknown == nil {
+			st.unknown = map[string]unknownDev{}
+		}
+		st.unknown[d] = unknownDev{seq: max(seq, u.seq), tick: s.tick}
+		s.emit(msgWant, &wantMsg{Scope: m.Scope, Device: d, Through: min(seq, s.cfg.MaxPull)})
+	}
+	maps.DeleteFunc(m.Heads, func(d string, _ []byte) bool { return m.VV[d] == 0 })
+	maps.DeleteFunc(m.Forks, func(d string, _ []byte) bool { return drop(d) })
+	maps.DeleteFunc(m.Anchor, func(d string, _ uint64) bool { return drop(d) })
+	m.Neighbors = slices.DeleteFunc(m.Neighbors, drop)
+}
+
+// maxUnknown bounds, per scope and session, the devices advertised by the
+// peer that wait for their certificate.
+const maxUnknown = 64
+
+// unknownDev is a device the peer advertised before we held its
+// certificate: the seq it advertised, and when we asked for it.
+type unknownDev struct {
+	seq  uint64
+	tick int
+}
+
+// certsArrived moves devices whose certificate has arrived from unknown
+// into acked, to be pulled like any other.
+func (s *Session) certsArrived(st *scopeState) {
+	for d, u := range st.unknown {
+		if s.certified(d) {
+			delete(st.unknown, d)
+			if u.seq > st.acked[d] {
+				st.acked[d] = u.seq
+				st.behind = true
+			}
+		}
 	}
 }

@@ -48,7 +48,7 @@ func IsBannable(err error) bool {
 		return false
 	}
 	switch pe.Code {
-	case CodeNotEnrolled, CodeWrongFleet, CodeCertExpired, CodeRevoked, CodeIdentityMismatch, CodeForgedOp, CodeBadFrame, CodeOversized, CodeBadHello:
+	case CodeNotEnrolled, CodeWrongFleet, CodeCertExpired, CodeRevoked, CodeIdentityMismatch, CodeForgedOp, CodeBadFrame, CodeOversized, CodeBadHello, CodeAbusive:
 		return true
 	}
 	return false

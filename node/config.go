@@ -35,7 +35,7 @@ type Config struct {
 	// 127.0.0.1:8080. Port 0 picks a free port (see Node.HTTPAddr).
 	HTTPAddr string
 	// Token, when set, is required as "Authorization: Bearer TOKEN" on
-	// every API call. A non-loopback HTTPAddr requires one (DESIGN §6).
+	// every API call. A non-loopback HTTPAddr requires one (docs/design.md §6).
 	Token string
 	// Listen, Peers, Anchors, MDNS, MDNSInterface: see p2p.Config.
 	Listen        []string

@@ -9,7 +9,7 @@ import (
 	"storemesh/ledger"
 )
 
-// Error codes of the HTTP API (DESIGN §8a). They are a public contract:
+// Error codes of the HTTP API (docs/design.md §8a). They are a public contract:
 // POS apps branch on them. Add codes; never rename one.
 const (
 	CodeUnknownSKU          = "unknown_sku"
@@ -137,6 +137,8 @@ func fromLedger(err error) *apiError {
 		return &apiError{Code: CodeRoleNotAllowed, Message: err.Error(), Err: err}
 	case ledger.RejectReason(err) != "", errors.Is(err, ledger.ErrBadInput):
 		return &apiError{Code: CodeBadJSON, Message: "rejected by the ledger: " + err.Error(), Err: err}
+	case errors.Is(err, ledger.ErrNoSpace):
+		return &apiError{Code: CodeStorageFailed, Message: "disk full: " + err.Error() + "; nothing was written, and writes resume once space is freed", Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &apiError{Code: CodeStorageFailed, Message: "the write was interrupted; it may or may not be stored: retry with the same Idempotency-Key", Err: err}
 	default:

@@ -29,7 +29,7 @@ type peerView struct {
 	BytesOut    uint64      `json:"bytes_out"`
 }
 
-// statusView is GET /v1/status (DESIGN §8a).
+// statusView is GET /v1/status (docs/design.md §8a).
 type statusView struct {
 	Device            string                 `json:"device"`
 	Name              string                 `json:"name"`
@@ -47,7 +47,14 @@ type statusView struct {
 	HeldOps           int                    `json:"held_ops"`
 	Sinks             []sink.Status          `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
 	Revoked           []ledger.RevokedDevice `json:"revoked"`         // devices.go: revoked devices and what is kept of each
-	Now               time.Time              `json:"now"`
+	// OwnChain: this device's own chain against what it is known to reach
+	// (its durable record, peers); missing > 0 means ops were lost from
+	// storage and local writes wait until sync refills them (ownchain.go).
+	OwnChain *ownChainView `json:"own_chain"`
+	// DiskFull: the free-space guard refused the last write (it resumes
+	// by itself once space is freed).
+	DiskFull bool      `json:"disk_full"`
+	Now      time.Time `json:"now"`
 }
 
 func (n *Node) status() statusView {
@@ -60,7 +67,8 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Revoked: n.l.Revocations(), Now: n.cfg.Now().UTC(),
-		Sinks: n.sinkStatus(),
+		Sinks:    n.sinkStatus(),
+		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -91,8 +99,9 @@ func (n *Node) statusFingerprint() string {
 	ms := m.Status()
 	last := n.anchor.observe(ms.LastAnchorContact)
 	off, _ := n.offline(n.cfg.Now())
-	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
-		n.openConflicts(), last.Truncate(10*time.Second), len(n.l.Revocations()))
+	oc := n.ownChain()
+	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d/%d/%v/%d", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
+		n.openConflicts(), last.Truncate(10*time.Second), oc.Held, oc.Missing, n.diskFull(), len(n.l.Revocations()))
 	for _, p := range m.Peers() {
 		fp += fmt.Sprintf("|%s%v%v%v", p.ID, p.Connected, p.Established, p.Gone)
 	}

@@ -121,7 +121,7 @@ func (n *Node) handleListCatalog(w http.ResponseWriter, r *http.Request) error {
 }
 
 // mayManage refuses terminals: catalog, prices and policy are a manager's
-// or HQ's (DESIGN §6, least privilege).
+// or HQ's (docs/design.md §6, least privilege).
 func (n *Node) mayManage(what string) error {
 	if n.self.Role == ledger.RoleTerminal {
 		return apiErr(CodeRoleNotAllowed, "a terminal may not set %s; use a manager terminal or the anchor", what)

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -194,9 +196,10 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	var lost []string
 	stock := map[string]int64{}
 	sales := map[string]bool{}
+	soldBy := map[string]*ackedOp{}
+	var refunds []*ackedOp
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
 	var kept []string
-	dropped := w.droppedSales(sc, ops)
 	for _, k := range ops {
 		a := w.acked[k]
 		has := n.l.HoldsOp(sc, a.device, a.seq, a.hash)
@@ -215,20 +218,25 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 			key := devSeq{a.device, a.seq}
 			at[key] = append(at[key], a.hash)
 		}
-		if a.kind == ledger.KindRefund && dropped[a.sale] {
-			continue // its sale was dropped: the refund is bounded by nothing and moves no stock
+		if a.kind == ledger.KindRefund {
+			refunds = append(refunds, a)
+			continue
 		}
 		for _, d := range a.deltas {
 			stock[d.sku] += d.n
 		}
 		if a.kind == ledger.KindSale {
 			sales[a.id] = true
+			soldBy[a.id] = a
 		}
 	}
 	if len(kept) > 0 {
 		f := w.failure(InvRevoked, sc, n.spec.name, "no op past a revoked device's cut-off", fmt.Sprintf("%d held", len(kept)))
 		f.Detail = "first held: " + strings.Join(kept[:min(len(kept), maxListedPerInv)], ", ")
 		w.fail(f)
+	}
+	for sku, q := range honouredRefunds(refunds, soldBy) {
+		stock[sku] += q
 	}
 	if len(lost) > 0 {
 		f := w.failure(InvLostAck, sc, n.spec.name, "every acknowledged op", fmt.Sprintf("%d missing", len(lost)))
@@ -368,4 +376,36 @@ func (w *world) checkConflicts(sc string, reps []*node) {
 func hashString(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// honouredRefunds is the stock refunds give back, by a plain reading of
+// the rule: per sale, refunds in (hlc, device, seq, hash) order each get
+// the units of a SKU the sale still has unrefunded, and no more; a
+// refund of a sale not held gives nothing.
+func honouredRefunds(refunds []*ackedOp, soldBy map[string]*ackedOp) map[string]int64 {
+	slices.SortFunc(refunds, func(a, b *ackedOp) int {
+		return cmp.Or(a.hlc.Compare(b.hlc), cmp.Compare(a.device, b.device), cmp.Compare(a.seq, b.seq), bytes.Compare(a.hash[:], b.hash[:]))
+	})
+	left := map[string]map[string]int64{} // sale → sku → units not yet refunded
+	out := map[string]int64{}
+	for _, r := range refunds {
+		s := soldBy[r.refundOf]
+		if s == nil || s.store != r.store {
+			continue
+		}
+		l := left[s.id]
+		if l == nil {
+			l = map[string]int64{}
+			for _, d := range s.deltas {
+				l[d.sku] -= d.n // a sale's deltas are negative
+			}
+			left[s.id] = l
+		}
+		for _, d := range r.deltas {
+			take := min(d.n, l[d.sku])
+			l[d.sku] -= take
+			out[d.sku] += take
+		}
+	}
+	return out
 }

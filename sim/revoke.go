@@ -143,17 +143,3 @@ func (w *world) countRevoked() {
 	}
 	w.rep.Revoked = rv
 }
-
-// droppedSales lists the sales of scope past a revocation's cut-off.
-func (w *world) droppedSales(scope string, ops []int) map[string]bool {
-	if len(w.revoked) == 0 {
-		return nil
-	}
-	out := map[string]bool{}
-	for _, k := range ops {
-		if a := w.acked[k]; a.kind == ledger.KindSale && w.excluded(scope, a.device, a.seq) {
-			out[a.id] = true
-		}
-	}
-	return out
-}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"storemesh/crdt"
 	"storemesh/ledger"
 )
 
@@ -19,8 +20,13 @@ type ackedOp struct {
 	hash   ledger.Hash
 	id     string // sale id (op id)
 	kind   ledger.Kind
-	sale   string     // a refund's sale id
-	deltas []skuDelta // what the op does to its store's stock
+	deltas []skuDelta // what the op does to its store's stock (a refund: what it asks)
+	// refund only: the sale it names and its place in the order refunds
+	// of one sale are honoured in (hlc, device, seq, hash): two terminals
+	// may refund the same line while partitioned, and only the first
+	// counts (ledger/refunds.go).
+	refundOf string
+	hlc      crdt.Timestamp
 	// exempt: made by a device after the backup it was later restored
 	// from, and held by no other replica when the restore happened. Its
 	// disk was replaced: it may be gone, and that is not a lost ack.
@@ -200,7 +206,7 @@ func (w *world) ready(n *node) bool { return n.alive && (!n.gated || w.ungate(n)
 
 // ungate lets a restored device sell again once it has heard from its
 // peers what they hold of its own chain and holds that much itself: the
-// rule of DESIGN §4, "after a restore it learns its own last seq from the
+// rule of docs/design.md §4, "after a restore it learns its own last seq from the
 // mesh before it sells". Neither ledger nor mesh says when that has
 // happened, so this is the POS's policy: every session up for longer than
 // a summary period (so a full summary has come, unless lost) reports no
@@ -385,9 +391,9 @@ func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas
 		}
 		return false
 	}
-	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas}
-	if rb, ok := body.(*ledger.Refund); ok {
-		rec.sale = rb.Sale
+	rec := &ackedOp{node: n.idx, store: store, device: o.Device, seq: o.Seq, hash: o.Hash(), id: o.ID(), kind: kind, deltas: deltas, hlc: o.HLC}
+	if r, ok := body.(*ledger.Refund); ok {
+		rec.refundOf = r.Sale
 	}
 	n.ops = append(n.ops, rec)
 	if kind == ledger.KindSale {

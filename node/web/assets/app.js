@@ -165,6 +165,18 @@ function renderStatus() {
   $("queued").textContent = String(st.queued_for_anchor);
   $("last-anchor").textContent = st.role === "anchor" ? "this is HQ" : ago(st.last_anchor_contact);
   $("offline").textContent = st.offline ? "offline: the store's offline policy applies" : "online";
+  const banner = $("storage-banner");
+  const oc = st.own_chain;
+  if (oc && oc.missing > 0) {
+    banner.textContent = "Storage lost this terminal's sales " + (oc.held + 1) + "–" + oc.recorded + " (" + oc.missing +
+      " missing, per its " + oc.source + "). Selling waits until the other terminals or HQ send them back.";
+    banner.hidden = false;
+  } else if (st.disk_full) {
+    banner.textContent = "Disk full: sales are refused until space is freed on this terminal.";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
   const ul = $("peers");
   ul.replaceChildren();
   if (st.peers.length === 0) ul.append(el("li", { class: "muted", text: "no peers yet" }));
