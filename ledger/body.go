@@ -40,7 +40,7 @@ const bodyVersion = 2
 // writeVersion is the body version Append writes for kind.
 func writeVersion(kind Kind) uint16 {
 	switch kind {
-	case KindSale, KindRefund, KindCatalogUpsert:
+	case KindSale, KindRefund, KindCatalogUpsert, KindDeviceRevoked: // device.revoked v2: revoke.go
 		return 2
 	}
 	return 1
@@ -72,6 +72,13 @@ var kinds = map[Kind]kindSpec{
 // body is implemented by every op body; validate checks the fields a
 // well-behaved author would have checked before signing.
 type body interface{ validate() error }
+
+// versionedBody is a body whose rules depend on its version (an older
+// version still decodes); validate checks the version this build writes.
+type versionedBody interface {
+	body
+	validateVersion(v uint16) error
+}
 
 // Limits on body fields. They keep counters far from overflow and bound
 // what a single op can carry.
@@ -325,19 +332,6 @@ func (b *ConflictResolved) validate() error {
 	return nil
 }
 
-// DeviceRevoked revokes a device's certificate fleet-wide.
-type DeviceRevoked struct {
-	Device string `cbor:"1,keyasint" json:"device"`
-	Reason string `cbor:"2,keyasint,omitempty" json:"reason,omitempty"`
-}
-
-func (b *DeviceRevoked) validate() error {
-	if b.Device == "" || len(b.Device) > 128 {
-		return fmt.Errorf("device id missing")
-	}
-	return nil
-}
-
 func checkSKUQty(sku string, qty int64) error {
 	if !ValidSKU(sku) {
 		return fmt.Errorf("bad sku %q", sku)
@@ -388,7 +382,11 @@ func decodeBodyOnly(o *Op) (body, error) {
 	if err := crdt.UnmarshalCanonical(o.Body, b); err != nil {
 		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
 	}
-	if err := b.validate(); err != nil {
+	check := b.validate
+	if vb, ok := b.(versionedBody); ok {
+		check = func() error { return vb.validateVersion(o.BodyV) }
+	}
+	if err := check(); err != nil {
 		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
 	}
 	return b, nil

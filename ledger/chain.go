@@ -19,6 +19,18 @@ func (c *chain) length() uint64 { return uint64(len(c.main)) }
 
 func (c *chain) forked() bool { return len(c.extra) > 0 }
 
+// forkedWithin reports whether some seq up to n holds more than one op:
+// a revoked device's chain may be forked only past its cut-off, which
+// must not change its digest.
+func (c *chain) forkedWithin(n uint64) bool {
+	for s := range c.extra {
+		if s <= n {
+			return true
+		}
+	}
+	return false
+}
+
 // at returns every op hash placed at seq s.
 func (c *chain) at(s uint64) []Hash {
 	if s == 0 || s > c.length() {
@@ -82,7 +94,7 @@ func (c *chain) digest(n uint64) Hash {
 	if n == 0 {
 		return Hash{}
 	}
-	if !c.forked() {
+	if !c.forkedWithin(n) {
 		return c.main[n-1]
 	}
 	var all []Hash

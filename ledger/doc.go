@@ -21,6 +21,15 @@
 //     (store, device) because version vectors are per scope.
 //   - The state is a function of the set of placed ops, not of their order:
 //     replicas holding the same ops have the same Digest.
+//   - Revocation (revoke.go) names a cut-off per chain in the revoked
+//     device's own seq. Ops past it are left out of the state, the version
+//     vectors (entry = min(chain length, cut-off)), the digests and
+//     everything sync serves or asks for, and refused when they arrive,
+//     from a peer or from the held set. Ops placed before the revocation
+//     arrived stay stored, as evidence, and are left out the same way, so
+//     the Digest does not depend on arrival order. Which revocations count
+//     (authority, a revoker's revocation past its own cut-off is void) is
+//     judged from the set of revocation ops alone (judgeRevocations).
 //   - Storage faults are refused, never survived silently (badger.go,
 //     ownrecord.go): every write first asks the datastore's free-space
 //     guard (SpaceChecker) and is refused with ErrNoSpace, nothing placed,
@@ -39,9 +48,22 @@
 //     flight in group commit included.
 //
 // HAZARDS:
-//   - Revocation is checked when an op arrives: a replica that applied a
-//     revoked device's op before it learned of the revocation keeps it. The
-//     mesh refuses revoked peers, which bounds the window.
+//   - When a revocation changes which placed ops count, the version
+//     vectors and the state are rebuilt from the stored ops, under the
+//     ledger's lock: a pause proportional to the log (revocations are
+//     rare). A version vector entry can then go down; a peer that counted
+//     those ops as acknowledged by this replica was counting a revoked
+//     device's ops.
+//   - An op refused while a revocation was in force that later turns void
+//     (its author was revoked below it) is not stored: anti-entropy fetches
+//     it again from a peer that kept it.
+//   - A revoked device can still equivocate at or below its cut-off (sign a
+//     second op at a seq it used): that is a fork, kept and flagged as for
+//     any device, not excluded.
+//   - A revocation's author is judged by the certificate this replica holds
+//     for it: a device re-enrolled under the same id with another role or
+//     store could be judged differently by replicas holding different
+//     certificates of it.
 //   - Ops held for a missing predecessor live in memory only (held.go),
 //     bounded in bytes (MaxHeldBytes), per author (MaxHeldPerAuthor) and in
 //     time (HeldTTL); a dropped or refused op is sent again by its holder.

@@ -156,6 +156,7 @@ type Ledger struct {
 	failed     error
 	closed     bool
 	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
+	rv         revState            // revocations and cut-offs (revoke.go)
 	subs       map[int]func([]*Op)
 	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
@@ -399,6 +400,7 @@ func (l *Ledger) commit(req *commitReq) error {
 					r.after()
 				}
 			}
+			l.settleRevocations()
 			l.recordOwn(durable)
 		}
 		subs := make([]func([]*Op), 0, len(l.subs))
@@ -441,6 +443,9 @@ func (l *Ledger) write(batch []*commitReq) error {
 // vector. Called under l.mu in commit order.
 func (l *Ledger) materialise(p pendingOp) {
 	o := p.op
+	if !l.includeDurable(p) {
+		return // past its revoked device's cut-off: stored, not materialised
+	}
 	vv := l.vv[o.Store]
 	if vv == nil {
 		vv = crdt.VersionVector{}

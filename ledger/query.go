@@ -46,7 +46,7 @@ func (l *Ledger) Seq(scope, device string) uint64 {
 func (l *Ledger) Lacks(scope string, theirs crdt.VersionVector) []crdt.Range {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return theirs.Missing(l.vv[scope])
+	return l.clampLacks(scope, theirs).Missing(l.vv[scope])
 }
 
 // EachHead calls fn with every device of scope, its version vector entry
@@ -118,14 +118,6 @@ func (l *Ledger) Certificates() []*Certificate {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Expiry, b.Expiry))
 	})
 	return out
-}
-
-// Revoked reports whether device has been revoked fleet-wide.
-func (l *Ledger) Revoked(device string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, ok := l.st.revoked[device]
-	return ok
 }
 
 // Stock lists the counters of scope (every store when scope is ""),
@@ -306,7 +298,7 @@ func (l *Ledger) ForkDigests(scope string) map[string]Hash {
 	}
 	out := map[string]Hash{}
 	for d, seq := range l.vv[scope] { // every chain of scope has an entry
-		if c := l.chains[chainKey{scope, d}]; c != nil && c.forked() {
+		if c := l.chains[chainKey{scope, d}]; c != nil && c.forkedWithin(seq) {
 			out[d] = c.digest(seq)
 		}
 	}

@@ -216,7 +216,7 @@ func TestRejections(t *testing.T) {
 		}{
 			{ledger.FleetScope, ledger.KindPriceSet, &ledger.PriceSet{SKU: "TEA", UnitPrice: 1, Currency: "EUR"}},
 			{ledger.FleetScope, ledger.KindCatalogUpsert, &ledger.CatalogItem{SKU: "TEA", Name: "tea", UnitPrice: 1, Currency: "EUR"}},
-			{ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: t2.ID()}},
+			{ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: t2.ID(), Cert: t2.Cert.Encode()}},
 		} {
 			if _, err := lt1.Append(ctx, c.store, c.kind, c.body); ledger.RejectReason(err) != ledger.ReasonRole {
 				t.Errorf("terminal appends %s: %v, want %s", c.kind, err, ledger.ReasonRole)
@@ -263,18 +263,19 @@ func TestRejections(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer lm.Close()
-		rev, err := lm.Append(ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: t2.ID(), Reason: "stolen"})
+		// Cut off after its seq 1, whatever times its ops carry.
+		rev, err := lm.Revoke(ctx, ledger.RevokeRequest{Device: t2.ID(), Reason: "stolen", Cutoffs: []ledger.Cutoff{{Store: "s1", Chain: t2.ID(), Seq: 1}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		early := sealOp(t, fid, t2, "s1", 1, nil, rev.HLC.Time().Add(-time.Hour), ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
-		late := sealOp(t, fid, t2, "s1", 2, early, rev.HLC.Time().Add(time.Hour), ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+		late := sealOp(t, fid, t2, "s1", 2, early, rev.HLC.Time().Add(-time.Minute), ledger.KindSale, ledgertest.Sale("TEA", 1, 350)) // backdated
 		for _, r := range both {
 			r.expect(t, rev.Raw(), ledger.Applied)
 			if !r.l.Revoked(t2.ID()) {
 				t.Fatal("revocation not recorded")
 			}
-			r.expect(t, early.Raw(), ledger.Applied) // sold before it was revoked
+			r.expect(t, early.Raw(), ledger.Applied) // within the cut-off
 			r.expectReject(t, late.Raw(), ledger.ReasonRevoked)
 		}
 	})

@@ -24,7 +24,7 @@ func (l *Ledger) replay(ctx context.Context) error {
 		return err
 	}
 	self := l.selfDevice()
-	return l.scan(ctx, "/o", func(key string, val []byte) error {
+	if err := l.scan(ctx, "/o", func(key string, val []byte) error {
 		o, err := DecodeOp(val)
 		if err != nil {
 			return &CorruptError{Key: key, Err: err}
@@ -50,7 +50,11 @@ func (l *Ledger) replay(ctx context.Context) error {
 		}
 		l.materialise(pendingOp{o, b})
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	l.settleRevocations()
+	return l.failed
 }
 
 func (l *Ledger) scan(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {

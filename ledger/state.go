@@ -87,7 +87,6 @@ type state struct {
 	prices   map[string]*crdt.LWW[PriceSet]
 	policy   map[string]*crdt.LWW[Policy]
 	resolved map[string]*crdt.LWW[ConflictResolved]
-	revoked  map[string]crdt.Timestamp // device → earliest revocation
 
 	// Conflict caches (conflicts.go): entries whose oversells must be
 	// recomputed, per store the SKUs with oversold lines (sorted), and per
@@ -111,7 +110,6 @@ func newState() *state {
 		prices:     map[string]*crdt.LWW[PriceSet]{},
 		policy:     map[string]*crdt.LWW[Policy]{},
 		resolved:   map[string]*crdt.LWW[ConflictResolved]{},
-		revoked:    map[string]crdt.Timestamp{},
 		dirty:      map[stockKey]*stockEntry{},
 		overSKUs:   map[string][]string{},
 		refundConf: map[string]map[string]Conflict{},
@@ -226,10 +224,6 @@ func (s *state) apply(o *Op, b body) {
 		lwwSet(s.policy, o.Store, *b, o)
 	case *ConflictResolved:
 		lwwSet(s.resolved, b.Conflict, *b, o)
-	case *DeviceRevoked:
-		if t, ok := s.revoked[b.Device]; !ok || o.HLC.Less(t) {
-			s.revoked[b.Device] = o.HLC
-		}
 	}
 }
 

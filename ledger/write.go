@@ -71,6 +71,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
+	if err := l.admitLocal(store, c.length()+1, bb); err != nil {
+		return nil, err
+	}
 	reserve, err := l.allotCheck(store, kind, bb)
 	if err != nil {
 		return nil, err
@@ -318,8 +321,8 @@ func (l *Ledger) certFor(o *Op) (*Certificate, error) {
 // it unblocks. Called under l.mu.
 func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 	o := p.op
-	if t, ok := l.st.revoked[o.Device]; ok && t.Less(o.HLC) {
-		r.Outcome, r.Err = Rejected, reject(ReasonRevoked, "%s revoked at %s", o.Device, t)
+	if err := l.admitRemote(p); err != nil {
+		r.Outcome, r.Err = Rejected, err
 		l.countReject(o, r.Err)
 		return
 	}
@@ -378,6 +381,10 @@ func (l *Ledger) release(c *chain, scope, device string, seq uint64, req *commit
 		var keep []heldOp
 		placed := false
 		for _, x := range cands {
+			if err := l.admitRemote(x.p); err != nil {
+				l.countReject(x.p.op, err) // revoked while it was held
+				continue
+			}
 			switch pl := c.classify(x.p.op); pl {
 			case placeNext, placeFork:
 				l.placeOne(c, x.p, pl, req)

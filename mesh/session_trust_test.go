@@ -87,7 +87,7 @@ func TestRevokedPeerCannotSync(t *testing.T) {
 	h := newHarness(t, 12)
 	mgr := h.addNode("s1", ledger.RoleManager)
 	bad := h.fleet.Enroll("s1", ledger.RoleTerminal)
-	if _, err := mgr.l.Append(h.ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: bad.ID(), Reason: "stolen"}); err != nil {
+	if _, err := mgr.l.Append(h.ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: bad.ID(), Reason: "stolen", Cert: bad.Cert.Encode()}); err != nil {
 		t.Fatal(err)
 	}
 	s := NewSession(mgr.l, SessionConfig{RemoteID: bad.ID(), RemotePub: bad.Cert.PubKey, Now: h.clock})

@@ -73,6 +73,10 @@ var codeStatus = map[string]int{
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
 	CodeBadStockMode:        http.StatusBadRequest,
 	CodeAllotmentExhausted:  http.StatusConflict,
+	CodeUnknownDevice:       http.StatusNotFound,   // devices.go
+	CodeRevokeNotAllowed:    http.StatusForbidden,  // devices.go
+	CodeAlreadyRevoked:      http.StatusConflict,   // devices.go
+	CodeBadFleetStatement:   http.StatusBadRequest, // devices.go
 }
 
 // ErrorCodes lists every error code the API can return, with its status.

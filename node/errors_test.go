@@ -214,6 +214,17 @@ func TestAPIErrorCodes(t *testing.T) {
 				must(t, mgr, 201, "POST", "/v1/sales", sale("TEA", 1, "card")) // within the hour: allowed
 				clock.Advance(2 * time.Hour)
 			}},
+		// Revocation (devices.go). Last: already_revoked revokes the terminal.
+		{code: CodeUnknownDevice, route: "/v1/devices/{id}", method: "GET", path: "/v1/devices/dnobody"},
+		{code: CodeUnknownDevice, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/dnobody/revoke", body: map[string]any{"reason": "lost"}},
+		{code: CodeRevokeNotAllowed, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + mgr.ID() + "/revoke", body: map[string]any{"reason": "a manager revokes a manager"}},
+		{code: CodeBadFleetStatement, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + mgr.ID() + "/revoke", body: map[string]any{"reason": "x", "fleet_statement": "bm90IGEgc2lnbmF0dXJl"}},
+		{code: CodeMissingField, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + term.ID() + "/revoke", body: map[string]any{}},
+		{code: CodeRoleNotAllowed, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + mgr.ID() + "/revoke", body: map[string]any{"reason": "x"}, node: func() *Node { return term }},
+		{code: CodeAlreadyRevoked, route: "/v1/devices/{id}/revoke", method: "POST", path: "/v1/devices/" + term.ID() + "/revoke", body: map[string]any{"reason": "again"},
+			setup: func(t *testing.T) {
+				must(t, mgr, 201, "POST", "/v1/devices/"+term.ID()+"/revoke", map[string]any{"reason": "stolen"})
+			}},
 	}
 
 	routesByPath := map[string]map[string][]string{}

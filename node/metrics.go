@@ -84,6 +84,8 @@ var (
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+	descGate       = prometheus.NewDesc("storemesh_gate_refused_total", "Connections refused at the connection gate, by reason (revoked, or a ban's code).", []string{"reason"}, nil)
+	descRevoked    = prometheus.NewDesc("storemesh_revoked_devices", "Devices revoked by an effective revocation.", nil, nil)
 	descOwnMissing = prometheus.NewDesc("storemesh_own_chain_missing", "Ops of this device's own chain it is known to have written but no longer holds (lost from storage; writes wait for sync), by scope.", []string{"scope"}, nil)
 	descOwnHeld    = prometheus.NewDesc("storemesh_own_chain_held", "Length of this device's own chain held, by scope.", []string{"scope"}, nil)
 	descNoSpace    = prometheus.NewDesc("storemesh_storage_no_space_total", "Writes refused by the free-space guard (disk full; nothing written).", nil, nil)
@@ -93,7 +95,8 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
 		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
-		descOwnMissing, descOwnHeld, descNoSpace} {
+		descOwnMissing, descOwnHeld, descNoSpace,
+		descGate, descRevoked} {
 		ch <- d
 	}
 }
@@ -160,6 +163,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, v := range ms.ProtocolErrors {
 		counter(descProtoErr, float64(v), code)
 	}
+	for reason, v := range ms.RefusedBy {
+		counter(descGate, float64(v), reason)
+	}
+	gauge(descRevoked, float64(len(n.l.Revocations())))
 	for r, v := range syncRej {
 		counter(descSyncRej, float64(v), r)
 	}

@@ -31,21 +31,22 @@ type peerView struct {
 
 // statusView is GET /v1/status (docs/design.md §8a).
 type statusView struct {
-	Device            string        `json:"device"`
-	Name              string        `json:"name"`
-	Store             string        `json:"store"`
-	Role              string        `json:"role"`
-	Fleet             string        `json:"fleet"`
-	Addrs             []string      `json:"addrs"`
-	Peers             []peerView    `json:"peers"`
-	Paths             []string      `json:"paths"` // how the synced peers were found
-	QueuedForAnchor   uint64        `json:"queued_for_anchor"`
-	LastAnchorContact *time.Time    `json:"last_anchor_contact"` // null: never
-	Offline           bool          `json:"offline"`
-	Conflicts         int           `json:"conflicts"` // open ones
-	Forks             int           `json:"forks"`
-	HeldOps           int           `json:"held_ops"`
-	Sinks             []sink.Status `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
+	Device            string                 `json:"device"`
+	Name              string                 `json:"name"`
+	Store             string                 `json:"store"`
+	Role              string                 `json:"role"`
+	Fleet             string                 `json:"fleet"`
+	Addrs             []string               `json:"addrs"`
+	Peers             []peerView             `json:"peers"`
+	Paths             []string               `json:"paths"` // how the synced peers were found
+	QueuedForAnchor   uint64                 `json:"queued_for_anchor"`
+	LastAnchorContact *time.Time             `json:"last_anchor_contact"` // null: never
+	Offline           bool                   `json:"offline"`
+	Conflicts         int                    `json:"conflicts"` // open ones
+	Forks             int                    `json:"forks"`
+	HeldOps           int                    `json:"held_ops"`
+	Sinks             []sink.Status          `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
+	Revoked           []ledger.RevokedDevice `json:"revoked"`         // devices.go: revoked devices and what is kept of each
 	// OwnChain: this device's own chain against what it is known to reach
 	// (its durable record, peers); missing > 0 means ops were lost from
 	// storage and local writes wait until sync refills them (ownchain.go).
@@ -65,7 +66,7 @@ func (n *Node) status() statusView {
 		Device: n.self.Device, Name: n.self.Name, Store: n.self.Store, Role: string(n.self.Role),
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
-		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Revoked: n.l.Revocations(), Now: n.cfg.Now().UTC(),
 		Sinks:    n.sinkStatus(),
 		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
 	}
@@ -99,8 +100,8 @@ func (n *Node) statusFingerprint() string {
 	last := n.anchor.observe(ms.LastAnchorContact)
 	off, _ := n.offline(n.cfg.Now())
 	oc := n.ownChain()
-	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d/%d/%v", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
-		n.openConflicts(), last.Truncate(10*time.Second), oc.Held, oc.Missing, n.diskFull())
+	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d/%d/%v/%d", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
+		n.openConflicts(), last.Truncate(10*time.Second), oc.Held, oc.Missing, n.diskFull(), len(n.l.Revocations()))
 	for _, p := range m.Peers() {
 		fp += fmt.Sprintf("|%s%v%v%v", p.ID, p.Connected, p.Established, p.Gone)
 	}

@@ -25,6 +25,7 @@ const (
 	InvForks        = "forks-flagged"   // equivocating devices are flagged on every replica, and only they
 	InvWorkload     = "workload"        // an op the simulator built was refused for a reason it should not be
 	InvHQAcked      = "hq-acknowledged" // every store device learns what HQ holds of its store (its "queued for HQ" drains)
+	InvRevoked      = "revoked-dropped" // ops past a revoked device's cut-off are on no replica
 	InvRunError     = "error"           // the run could not finish (Explore only)
 	maxListedPerInv = 3
 )
@@ -198,9 +199,16 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 	soldBy := map[string]*ackedOp{}
 	var refunds []*ackedOp
 	at := map[devSeq][]ledger.Hash{} // hashes of acknowledged ops at each device/seq
+	var kept []string
 	for _, k := range ops {
 		a := w.acked[k]
 		has := n.l.HoldsOp(sc, a.device, a.seq, a.hash)
+		if w.excluded(sc, a.device, a.seq) {
+			if has {
+				kept = append(kept, fmt.Sprintf("%s/%d(%s)", a.device, a.seq, a.kind))
+			}
+			continue // dropped everywhere: not in the stock or the sale log either
+		}
 		switch {
 		case !has && a.exempt:
 			continue // gone with a replaced disk, and this replica never got it
@@ -221,6 +229,11 @@ func (w *world) checkOps(sc string, n *node, ops []int) {
 			sales[a.id] = true
 			soldBy[a.id] = a
 		}
+	}
+	if len(kept) > 0 {
+		f := w.failure(InvRevoked, sc, n.spec.name, "no op past a revoked device's cut-off", fmt.Sprintf("%d held", len(kept)))
+		f.Detail = "first held: " + strings.Join(kept[:min(len(kept), maxListedPerInv)], ", ")
+		w.fail(f)
 	}
 	for sku, q := range honouredRefunds(refunds, soldBy) {
 		stock[sku] += q

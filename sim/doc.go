@@ -11,7 +11,8 @@
 //     that runs them in parallel), world.go (nodes, clocks, global
 //     events), net.go (links, sessions,
 //     frames), workload.go (the trade), faults.go (partitions, crashes,
-//     backups and restores, clock faults, flaps), check.go (invariants),
+//     backups and restores, clock faults, flaps), revoke.go (revocations
+//     and what the checks expect of them), check.go (invariants),
 //     report.go and svg.go (what a run says).
 //
 // Only the network and time are simulated. Each node is ledger.Open over
@@ -59,6 +60,10 @@
 //   - forks-flagged: a device with two acknowledged ops at one seq (a
 //     restored device that sold before it learned its last seq) is listed
 //     by ledger.Forks on every replica of the scope, and no other is;
+//   - revoked-dropped: an acknowledged op of a revoked device past its
+//     revocation's cut-off is on no replica (and exempt from no-lost-ack,
+//     the stock and the sale log); revoked devices are not checked as
+//     replicas (they are cut off by design);
 //   - hq-acknowledged: within two keepalives of convergence every running
 //     device of a store with an uplink knows what HQ holds of its store:
 //     nothing left counted as queued for HQ (its mesh.AnchorView against

@@ -79,6 +79,10 @@ func (w *world) scheduleEvents() {
 		case e.Transfer != nil:
 			t := *e.Transfer
 			w.do(at, func() { w.transferStock(t.From, t.To, t.SKU, t.Qty) })
+		case e.Revoke != nil:
+			r := *e.Revoke
+			by, targets := w.sc.match(r.By)[0], w.sc.match(r.Node)
+			w.do(at, func() { w.revoke(w.nodes[by], targets, r.Fleet) })
 		}
 	}
 }

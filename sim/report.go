@@ -44,6 +44,7 @@ type Report struct {
 	Conflicts ConflictStats `json:"conflicts"`
 	Forks     []string      `json:"forks,omitempty"`    // store/device flagged for equivocation
 	Restored  []string      `json:"restored,omitempty"` // devices restored from a backup
+	Revoked   *RevokedStats `json:"revoked,omitempty"`  // revoke events (revoke.go)
 	HeldAtEnd int           `json:"held_at_end"`        // ops still waiting for a predecessor
 	TraceHash string        `json:"trace_hash"`         // SHA-256 over every frame and op event, in order
 	Failures  []Failure     `json:"failures"`
@@ -159,6 +160,7 @@ func (w *world) finish() {
 	}
 	slices.Sort(r.Forks)
 	w.countConflicts()
+	w.countRevoked()
 	r.TraceHash = hex.EncodeToString(w.traceSum())
 	w.checkAll()
 	if r.Failures == nil {
@@ -211,6 +213,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Ops.Exempt > 0 || len(r.Restored) > 0 {
 		p("restored  %s; %d acknowledged ops lost with the replaced disk (exempt)", strings.Join(r.Restored, ", "), r.Ops.Exempt)
 	}
+	if rv := r.Revoked; rv != nil {
+		p("revoked   %s; %d acknowledged ops past their cut-offs, dropped on every replica; replicas refused %d on arrival",
+			strings.Join(rv.Devices, ", "), rv.Dropped, rv.RefusedOnArrival)
+	}
 	ws := r.Wire
 	p("frames    %d sent, %d delivered, %d lost, %d dropped with their session, %d duplicated",
 		ws.FramesSent, ws.FramesDelivered, ws.FramesLost, ws.FramesDropped, ws.FramesDuplicated)
@@ -250,7 +256,11 @@ func (r *Report) WriteText(w io.Writer) error {
 			p("  %s", f)
 		}
 	} else {
-		p("result    PASS: convergence, no lost ack, counted once, stock conserved, same conflicts, forks flagged, HQ acknowledged")
+		extra := ""
+		if r.Revoked != nil {
+			extra = ", revoked dropped"
+		}
+		p("result    PASS: convergence, no lost ack, counted once, stock conserved, same conflicts, forks flagged, HQ acknowledged%s", extra)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -135,6 +135,7 @@ type Event struct {
 	Receive   *ScriptedOp     `json:"receive,omitempty"`
 	Resolve   *ResolveEvent   `json:"resolve,omitempty"`
 	Transfer  *TransferScript `json:"transfer,omitempty"`
+	Revoke    *RevokeEvent    `json:"revoke,omitempty"` // revoke.go
 }
 
 // BackupEvent copies a node's datastore under a name.
@@ -456,7 +457,7 @@ func (sc *Scenario) checkEvent(i int, e Event, stores, skus, backups map[string]
 	}
 	n := 0
 	for _, set := range []bool{e.Cut != nil, e.Partition != nil, e.Crash != "", e.Backup != nil, e.Restore != nil,
-		e.Clock != nil, e.Flap != nil, e.Sell != nil, e.Receive != nil, e.Resolve != nil, e.Transfer != nil} {
+		e.Clock != nil, e.Flap != nil, e.Sell != nil, e.Receive != nil, e.Resolve != nil, e.Transfer != nil, e.Revoke != nil} {
 		if set {
 			n++
 		}
@@ -538,6 +539,8 @@ func (sc *Scenario) checkEvent(i int, e Event, stores, skus, backups map[string]
 		if !stores[t.From] || !stores[t.To] || t.From == t.To || !skus[t.SKU] || t.Qty < 1 {
 			bad("transfer between unknown stores or of an unknown sku")
 		}
+	case e.Revoke != nil:
+		errs = append(errs, sc.checkRevoke(fmt.Sprintf("events[%d]", i), e.Revoke)...)
 	}
 	return errors.Join(errs...)
 }

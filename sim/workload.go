@@ -384,7 +384,8 @@ func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas
 		why := refusal(err)
 		ln.ops.Refused = incr(ln.ops.Refused, why)
 		w.traceOp('R', n, nil, why)
-		if why != "own_history_behind" && why != "own_chain_forked" {
+		revoked := why == string(ledger.ReasonRevoked) && w.isRevoked(n) // it learned it was revoked
+		if why != "own_history_behind" && why != "own_chain_forked" && !revoked {
 			ln.failures = append(ln.failures, w.failure(InvWorkload, store, n.spec.name, "op acknowledged",
 				fmt.Sprintf("Append %s: %v", kind, err)))
 		}

@@ -114,6 +114,7 @@ type world struct {
 	sampleEvery     int64
 
 	salesOf map[*node]map[string][]string // checks: anchors' sale ids by store
+	revoked map[string][]*simRevocation   // device → the revocations of it the harness made (revoke.go)
 
 	rep *Report
 }
@@ -326,7 +327,7 @@ func (w *world) queuedForHQ() map[*node]uint64 {
 		}
 		for _, i := range w.byStore[st] {
 			n := w.nodes[i]
-			if !n.alive {
+			if !n.alive || w.isRevoked(n) {
 				continue
 			}
 			if q := n.l.VersionVector(st).Beyond(n.anchor.Acked(st)); q > 0 {
@@ -367,7 +368,7 @@ func (w *world) caughtUpNow() bool {
 			}
 			vv := n.l.VersionVector(sc)
 			for d, s := range want {
-				if vv[d] < s {
+				if vv[d] < w.keptSeq(sc, d, s) {
 					return false
 				}
 			}
@@ -379,16 +380,22 @@ func (w *world) caughtUpNow() bool {
 // scopes lists every scope: the stores in order, then FleetScope.
 func (w *world) scopes() []string { return append(slices.Clone(w.stores), ledger.FleetScope) }
 
-// replicas lists the nodes that hold scope.
+// replicas lists the nodes that hold scope. A revoked device is cut off
+// by design and left out.
 func (w *world) replicas(scope string) []int {
+	var out []int
 	if scope == ledger.FleetScope {
-		out := make([]int, len(w.nodes))
+		out = make([]int, len(w.nodes))
 		for i := range out {
 			out[i] = i
 		}
-		return out
+	} else {
+		out = append(slices.Clone(w.byStore[scope]), w.anchors...)
 	}
-	return append(slices.Clone(w.byStore[scope]), w.anchors...)
+	if len(w.revoked) > 0 {
+		out = slices.DeleteFunc(out, func(i int) bool { return w.isRevoked(w.nodes[i]) })
+	}
+	return out
 }
 
 func (w *world) nReplicas(scope string) int {
@@ -402,7 +409,7 @@ func (w *world) nReplicas(scope string) int {
 // when those agree.
 func (w *world) convergedNow() bool {
 	for _, n := range w.nodes {
-		if !n.alive {
+		if !n.alive && !w.isRevoked(n) {
 			return false
 		}
 	}

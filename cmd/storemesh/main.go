@@ -25,6 +25,7 @@ var commands = []command{
 	{"anchor", "run a cloud anchor: replicates every store", runAnchor},
 	{"demo", "the newcomer's tour: a small fleet on loopback, a partition, a heal", runDemo},
 	{"sim", "run simulator scenarios (storemesh sim run FILE [--seed N] [--json])", runSim},
+	{"revoke", "revoke a device through a manager or anchor node (--fleet: with the fleet's authority)", runRevoke},
 	{"audit export", "write a verifiable audit bundle of a stopped node's data", runAuditExport},
 	{"audit verify", "verify an audit bundle offline", runAuditVerify},
 	{"version", "print the version", runVersion},

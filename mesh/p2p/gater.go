@@ -1,6 +1,8 @@
 package p2p
 
 import (
+	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,18 +26,35 @@ type gater struct {
 	revoked func(device string) bool
 
 	refused atomic.Uint64 // connections refused, both ways
+	log     *slog.Logger
 
-	mu   sync.Mutex
-	bans map[peer.ID]ban
+	mu       sync.Mutex
+	bans     map[peer.ID]ban
+	byReason map[string]uint64        // refusals by reason: "revoked", or the ban's code
+	logged   map[refusalKey]time.Time // when a refusal was last logged, so a redial loop logs once a ban period
 }
+
+// refusalKey is one peer refused for one reason.
+type refusalKey struct {
+	p      peer.ID
+	reason string
+}
+
+// ReasonRevoked is the gate's refusal reason for a revoked device; a
+// banned peer is refused with its ban's code.
+const ReasonRevoked = "revoked"
 
 type ban struct {
 	until time.Time
 	code  string
 }
 
-func newGater(now func() time.Time, period time.Duration, revoked func(string) bool) *gater {
-	return &gater{now: now, period: period, revoked: revoked, bans: map[peer.ID]ban{}}
+func newGater(now func() time.Time, period time.Duration, revoked func(string) bool, log *slog.Logger) *gater {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &gater{now: now, period: period, revoked: revoked, log: log, bans: map[peer.ID]ban{},
+		byReason: map[string]uint64{}, logged: map[refusalKey]time.Time{}}
 }
 
 // Ban refuses p for the ban period, with code (a mesh.ProtocolError code) as
@@ -77,18 +96,46 @@ func (g *gater) Bans() int {
 	return n
 }
 
-func (g *gater) allowed(p peer.ID) bool {
-	if g.Banned(p) != "" || (g.revoked != nil && g.revoked(p.String())) {
-		g.refused.Add(1)
-		return false
+func (g *gater) allowed(p peer.ID, dir string) bool {
+	reason := g.Banned(p)
+	if reason == "" && g.revoked != nil && g.revoked(p.String()) {
+		reason = ReasonRevoked
 	}
-	return true
+	if reason == "" {
+		return true
+	}
+	g.refused.Add(1)
+	g.mu.Lock()
+	g.byReason[reason]++
+	k := refusalKey{p, reason}
+	now := g.now()
+	last, seen := g.logged[k]
+	quiet := seen && now.Sub(last) < g.period
+	if !quiet {
+		g.logged[k] = now
+		if len(g.logged) > 4096 { // bounded: forget the oldest era at once
+			clear(g.logged)
+			g.logged[k] = now
+		}
+	}
+	g.mu.Unlock()
+	if !quiet {
+		g.log.Warn("connection refused at the gate", "peer", p.String(), "reason", reason, "direction", dir)
+	}
+	return false
 }
 
-func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return g.allowed(p) }
+// RefusedBy returns the connections refused, by reason.
+func (g *gater) RefusedBy() map[string]uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.byReason)
+}
+
+func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return g.allowed(p, "outbound") }
 func (g *gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
 func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
 func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
-func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.allowed(p)
+func (g *gater) InterceptSecured(d network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return g.allowed(p, d.String())
 }

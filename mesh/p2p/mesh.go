@@ -280,7 +280,7 @@ func New(ctx context.Context, cfg Config) (*Mesh, error) {
 		sum := sha256.Sum256(cfg.Key.Public().(ed25519.PublicKey))
 		m.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(sum[:8]), binary.LittleEndian.Uint64(sum[8:16])))
 	}
-	m.gater = newGater(cfg.Now, cfg.BanPeriod, cfg.Ledger.Revoked)
+	m.gater = newGater(cfg.Now, cfg.BanPeriod, cfg.Ledger.Revoked, m.log.With("component", "gate"))
 	h, err := newHost(&cfg, m.gater)
 	if err != nil {
 		return nil, err

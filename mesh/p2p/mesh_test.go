@@ -225,7 +225,7 @@ func TestUnenrolledPeersCannotSync(t *testing.T) {
 
 	other := ledgertest.NewFleet(99)
 	revokedDev := lpEnroll(f, 21, 3, "s1", ledger.RoleTerminal, lpName("revoked"))
-	if _, err := victim.l.Append(ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: revokedDev.ID(), Reason: "stolen"}); err != nil {
+	if _, err := victim.l.Append(ctx, ledger.FleetScope, ledger.KindDeviceRevoked, &ledger.DeviceRevoked{Device: revokedDev.ID(), Reason: "stolen", Cert: revokedDev.Cert.Encode()}); err != nil {
 		t.Fatal(err)
 	}
 	before := victim.l.Digest("s1")
@@ -268,6 +268,12 @@ func TestUnenrolledPeersCannotSync(t *testing.T) {
 			}
 			if st := a.m.Status(); st.Established != 0 {
 				t.Fatalf("attacker has %d sessions", st.Established)
+			}
+			// Refusals are counted by reason (storemesh_gate_refused_total).
+			if tc.name == "revoked" {
+				if got := victim.m.Status().RefusedBy[ReasonRevoked]; got == 0 {
+					t.Fatalf("gate refusals by reason %v: none for %s", victim.m.Status().RefusedBy, ReasonRevoked)
+				}
 			}
 		})
 	}

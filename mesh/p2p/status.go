@@ -49,7 +49,8 @@ type Status struct {
 	LastAnchorContact time.Time         `json:"last_anchor_contact,omitzero"`
 	ProtocolErrors    map[string]uint64 `json:"protocol_errors,omitempty"` // sessions closed, by code
 	Banned            int               `json:"banned"`
-	Refused           uint64            `json:"refused"` // connections the gater refused (banned, revoked)
+	Refused           uint64            `json:"refused"`              // connections the gater refused (banned, revoked)
+	RefusedBy         map[string]uint64 `json:"refused_by,omitempty"` // the same, by reason: "revoked" or the ban's code
 }
 
 // Peers lists configured, discovered and synced peers, sorted by id.
@@ -133,6 +134,7 @@ func (m *Mesh) Status() Status {
 	st.Connected = len(m.h.Network().Peers())
 	st.Banned = m.gater.Bans()
 	st.Refused = m.gater.refused.Load()
+	st.RefusedBy = m.gater.RefusedBy()
 	if ns := max(m.lastAnchor.Load(), m.anchors.Seen()); ns != 0 {
 		st.LastAnchorContact = time.Unix(0, ns)
 	}

@@ -187,6 +187,16 @@ function renderStatus() {
       " " + (p.role ? p.role + (p.store && p.store !== "*" ? " of " + p.store : "") : "") + " — " + state_ +
       " via " + p.found + (p.last_sync ? ", " + ago(p.last_sync) : "")));
   }
+  const rv = $("revoked");
+  rv.replaceChildren();
+  if (!st.revoked || st.revoked.length === 0) rv.append(el("li", { class: "muted", text: "none" }));
+  for (const d of st.revoked || []) {
+    const cut = (d.cutoff || []).map(c => c.store + " #" + c.seq).join(", ") || "everything";
+    rv.append(el("li", { "data-testid": "revoked-" + d.device },
+      el("strong", { text: d.name || d.device.slice(-8) }),
+      " " + d.role + (d.store && d.store !== "*" ? " of " + d.store : "") + " — kept up to " + cut +
+      (d.reason ? "; " + d.reason : "") + " (by " + d.by.slice(-8) + ")"));
+  }
 }
 
 function renderConflicts() {
