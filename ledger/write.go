@@ -97,6 +97,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
 	l.st.reserveReceipt(self, bb)
+	l.st.holdRefund(bb)
 	c.place(o, placeNext)
 	// This process just signed it with the key of its own certificate
 	// (Open checks they match): a replica sharing the cache need not verify.
