@@ -1,5 +1,5 @@
 // Package api holds the HTTP API's OpenAPI 3 document (openapi.json), the
-// public contract of DESIGN §8a, embedded so the node serves the very file
+// public contract of docs/design.md §8a, embedded so the node serves the very file
 // the repository documents at GET /v1/openapi.
 //
 // Invariant: every route the node registers is in the document with its

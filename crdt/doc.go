@@ -1,6 +1,7 @@
 // Package crdt holds the pure data types storemesh replicates: a hybrid
-// logical clock (HLC), version vectors, a PN-counter, a grow-only set and a
-// last-writer-wins register, plus the one deterministic CBOR codec every
+// logical clock (HLC), version vectors, a PN-counter, a bounded counter
+// (BCounter, an escrow of rights for stock allotments), a grow-only set and
+// a last-writer-wins register, plus the one deterministic CBOR codec every
 // other package encodes with.
 //
 // Invariants:
@@ -16,6 +17,10 @@
 // MaxOffset ahead of the local physical clock (see Clock.Update). A device
 // whose clock runs further ahead than that still has its ops accepted, but
 // local ops written afterwards may order before them in LWW registers.
+//
+// HAZARD: BCounter.Reclaim takes rights from a device that may not have
+// heard of it; a device that acts on reclaimed rights drives its own
+// rights negative (visible, not prevented). Reclaim only gone devices.
 //
 // Imports: the standard library and fxamacker/cbor only. Nothing of
 // storemesh, no networking, no storage. Anyone may import crdt.

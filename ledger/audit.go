@@ -1,6 +1,6 @@
 package ledger
 
-// Audit export and offline verification (DESIGN §6 "Audit").
+// Audit export and offline verification (docs/design.md §6 "Audit").
 //
 // Bundle format, version 2. A bundle is three parts, back to back:
 //

@@ -10,7 +10,7 @@ import (
 // Kind names what an op does.
 type Kind string
 
-// The op kinds of DESIGN §3. Add kinds freely; never rename one.
+// The op kinds of docs/design.md §3. Add kinds freely; never rename one.
 const (
 	KindSale             Kind = "sale"
 	KindRefund           Kind = "refund"
@@ -63,6 +63,10 @@ var kinds = map[Kind]kindSpec{
 	KindPriceSet:         {fleetWide: true, managerOnly: true, newBody: func() body { return new(PriceSet) }},
 	KindCatalogUpsert:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(CatalogItem) }},
 	KindDeviceRevoked:    {fleetWide: true, managerOnly: true, newBody: func() body { return new(DeviceRevoked) }},
+	KindAllotSet:         {managerOnly: true, newBody: func() body { return new(AllotSet) }},
+	KindAllotTransfer:    {newBody: func() body { return new(AllotTransfer) }},
+	KindAllotRequest:     {newBody: func() body { return new(AllotRequest) }},
+	KindAllotWriteoff:    {managerOnly: true, newBody: func() body { return new(AllotWriteoff) }},
 }
 
 // body is implemented by every op body; validate checks the fields a
@@ -277,7 +281,7 @@ func (b *PriceSet) validate() error {
 	return c.validate()
 }
 
-// Policy is a store's offline policy (DESIGN §5), an LWW register per store.
+// Policy is a store's offline policy (docs/design.md §5), an LWW register per store.
 type Policy struct {
 	OfflineMethods []string `cbor:"1,keyasint" json:"offline_methods"`
 	MaxOfflineSale int64    `cbor:"2,keyasint" json:"max_offline_sale"`  // minor units; 0 = no limit

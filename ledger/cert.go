@@ -194,7 +194,7 @@ func (c *Certificate) ValidAt(ms int64) error {
 }
 
 // MayWrite reports whether the certificate's holder may author an op of
-// kind in store. This is the least-privilege rule of DESIGN §6.
+// kind in store. This is the least-privilege rule of docs/design.md §6.
 func (c *Certificate) MayWrite(kind Kind, store string) error {
 	spec, known := kinds[kind]
 	if store == FleetScope && known && !spec.fleetWide {

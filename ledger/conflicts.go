@@ -13,7 +13,7 @@ const (
 )
 
 // Conflict is an open or resolved inconsistency every replica holding the
-// same ops reports identically (DESIGN §5).
+// same ops reports identically (docs/design.md §5).
 type Conflict struct {
 	ID     string `json:"id"`
 	Kind   string `json:"kind"` // ConflictOversell or ConflictOverRefund

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -29,7 +30,7 @@ import (
 
 // The crash test runs the ledger in a child process (this test binary,
 // re-executed with -test.run=^TestCrashChild$) that appends sales as fast
-// as it can, and kills it with SIGKILL at a random instant. DESIGN §7: a
+// as it can, and kills it with SIGKILL at a random instant. docs/design.md §7: a
 // process killed at any instant loses no acknowledged op and leaves a chain
 // that verifies.
 const (
@@ -38,9 +39,14 @@ const (
 	crashEnvKey   = "LEDGER_CRASH_KEY"   // hex ed25519 private key
 	crashEnvCert  = "LEDGER_CRASH_CERT"  // hex encoded certificate
 	crashEnvFleet = "LEDGER_CRASH_FLEET" // hex fleet public key
-	crashStore    = "s1"
-	crashSKU      = "TEA"
-	crashRounds   = 24
+	// crashEnvRecord, if set, is the path of the durable own-chain record
+	// file (ledger.OwnRecordFile) the child keeps.
+	crashEnvRecord = "LEDGER_CRASH_RECORD"
+	crashStore     = "s1"
+	crashSKU       = "TEA"
+	crashRounds    = 24
+	// crashSettleOps is how many sales the "settle" children write.
+	crashSettleOps = 600
 )
 
 // TestCrashChild is the child side of TestCrashKill9; it returns at once in
@@ -81,15 +87,29 @@ func crashChild() error {
 		return err
 	}
 	ctx := context.Background()
+	role := os.Getenv(crashEnvRole)
+	if role == "open" {
+		return openChild(ctx, cert, key, fleet)
+	}
 	store, err := ledger.OpenBadger(os.Getenv(crashEnvDir))
 	if err != nil {
 		return err
 	}
 	cfg := ledger.DefaultConfig() // real clock: this is a real process
 	cfg.Fleet, cfg.Self, cfg.Key = ed25519.PublicKey(fleet), cert, ed25519.PrivateKey(key)
+	var rec *ledger.OwnRecordFile
+	if p := os.Getenv(crashEnvRecord); p != "" {
+		if rec, err = ledger.OpenOwnRecordFile(p); err != nil {
+			return err
+		}
+		cfg.OwnRecord = rec
+	}
 	l, err := ledger.Open(ctx, store, cfg)
 	if err != nil {
 		return err
+	}
+	if role == "settle" || role == "settle-close" {
+		return settleChild(ctx, l, store, rec, role == "settle-close")
 	}
 	// os.Stdout is unbuffered: each line is one write(2), made only after
 	// Append returned, so every line the parent reads is an acknowledged op.
@@ -113,14 +133,110 @@ func crashChild() error {
 		}()
 	}
 	err = <-errs
-	if os.Getenv(crashEnvRole) != "fill" {
+	if role != "fill" {
 		return err
 	}
-	// Filling a small disk: the first failure must be a storage error, and
-	// every write after it refused.
-	fmt.Fprintf(os.Stdout, "ERR storage=%t failed=%t %v\n", errors.Is(err, ledger.ErrStorage), errors.Is(err, ledger.ErrFailed), err)
+	for range 7 {
+		<-errs
+	}
+	// Filling a small disk: the first failure must be the guard's refusal
+	// (a storage error that wrote nothing), and so is the next write.
+	fmt.Fprintf(os.Stdout, "ERR storage=%t nospace=%t failed=%t %v\n", errors.Is(err, ledger.ErrStorage), errors.Is(err, ledger.ErrNoSpace), errors.Is(err, ledger.ErrFailed), err)
 	_, err = l.Append(ctx, crashStore, ledger.KindSale, ledgertest.Sale(crashSKU, 1, 350))
-	fmt.Fprintf(os.Stdout, "NEXT failed=%t %v\n", errors.Is(err, ledger.ErrFailed), err)
+	fmt.Fprintf(os.Stdout, "NEXT nospace=%t %v\n", errors.Is(err, ledger.ErrNoSpace), err)
+	// The parent frees space and says so on stdin: writes resume.
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return err
+	}
+	o, err = l.Append(ctx, crashStore, ledger.KindSale, ledgertest.Sale(crashSKU, 1, 350))
+	if err != nil {
+		fmt.Fprintf(os.Stdout, "RESUMED err %v\n", err)
+		return nil
+	}
+	ack(o)
+	fmt.Fprintf(os.Stdout, "RESUMED %d\n", o.Seq)
+	l.Close()
+	return store.Close()
+}
+
+// settleChild appends crashSettleOps sales, flushes the durable own-chain
+// record so it holds all of them, says "SETTLED" and then waits to be
+// killed, or (closeStore) closes everything and exits.
+func settleChild(ctx context.Context, l *ledger.Ledger, store *ledger.Badger, rec *ledger.OwnRecordFile, closeStore bool) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < crashSettleOps; i += 8 {
+				o, err := l.Append(ctx, crashStore, ledger.KindSale, ledgertest.Sale(crashSKU, 1, 350))
+				if err != nil {
+					errs <- err
+					return
+				}
+				fmt.Fprintf(os.Stdout, "%d\n", o.Seq)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	if closeStore {
+		if err := l.Close(); err != nil {
+			return err
+		}
+		if err := store.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stdout, "SETTLED")
+		return nil
+	}
+	if err := l.FlushOwnRecord(); err != nil {
+		return err
+	}
+	held := l.VersionVector(crashStore)[l.Self().Device]
+	m, err := rec.Load()
+	if err != nil {
+		return err
+	}
+	if got := m[ledger.OwnChain{Scope: crashStore, Chain: l.Self().Device}]; got != held {
+		return fmt.Errorf("the own-chain record says seq %d after a flush, the ledger holds %d", got, held)
+	}
+	fmt.Fprintln(os.Stdout, "SETTLED")
+	select {} // killed by the parent
+}
+
+// openChild opens a (possibly damaged) data folder and reports what it
+// found: "OPEN held=N floor=F source=S" and what an append got, or
+// "OPENERR corrupt=B ...". It must never panic.
+func openChild(ctx context.Context, cert *ledger.Certificate, key, fleet []byte) error {
+	cfg := ledger.DefaultConfig()
+	cfg.Fleet, cfg.Self, cfg.Key = ed25519.PublicKey(fleet), cert, ed25519.PrivateKey(key)
+	store, err := ledger.OpenBadger(os.Getenv(crashEnvDir))
+	if err != nil {
+		fmt.Fprintf(os.Stdout, "OPENERR corrupt=%t %v\n", errors.Is(err, ledger.ErrCorrupt), err)
+		return nil
+	}
+	defer store.Close()
+	rec, err := ledger.OpenOwnRecordFile(os.Getenv(crashEnvRecord))
+	if err != nil {
+		return err
+	}
+	cfg.OwnRecord = rec
+	l, err := ledger.Open(ctx, store, cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stdout, "OPENERR corrupt=%t %v\n", errors.Is(err, ledger.ErrCorrupt), err)
+		return nil
+	}
+	defer l.Close()
+	floor, source := l.OwnFloor(crashStore)
+	fmt.Fprintf(os.Stdout, "OPEN held=%d floor=%d source=%s\n", l.VersionVector(crashStore)[cert.Device], floor, source)
+	_, err = l.Append(ctx, crashStore, ledger.KindSale, ledgertest.Sale(crashSKU, 1, 350))
+	fmt.Fprintf(os.Stdout, "APPEND behind=%t %v\n", errors.Is(err, ledger.ErrOwnHistoryBehind), err)
 	return nil
 }
 
@@ -134,10 +250,12 @@ func TestCrashKill9(t *testing.T) {
 	f := ledgertest.NewFleet(7)
 	dev := f.Enroll(crashStore, ledger.RoleTerminal, ledgertest.Expiring(ledgertest.Epoch.AddDate(50, 0, 0)))
 	dir := t.TempDir()
+	recPath := filepath.Join(t.TempDir(), "ownchain")
 	rng := rand.New(rand.NewPCG(7, 9))
 	env := append(os.Environ(),
 		crashEnvRole+"=append",
 		crashEnvDir+"="+dir,
+		crashEnvRecord+"="+recPath,
 		crashEnvKey+"="+hex.EncodeToString(dev.Key),
 		crashEnvCert+"="+hex.EncodeToString(dev.Cert.Encode()),
 		crashEnvFleet+"="+hex.EncodeToString(f.Key.Public()),
@@ -162,7 +280,22 @@ func TestCrashKill9(t *testing.T) {
 		// do it every sixth round and at the end.
 		rebuild := round%6 == 3 || round == crashRounds-1
 		n := checkCrashedStore(t, f, dev, dir, maxAcked, verified, rebuild)
-		t.Logf("round %d: %d ops acknowledged before SIGKILL, %d ops stored", round, len(acked), n)
+		// The durable own-chain record never claims more than is stored
+		// (that would stop the device selling for nothing).
+		rec, err := ledger.OpenOwnRecordFile(recPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := rec.Load()
+		rec.Close()
+		if err != nil {
+			t.Fatalf("round %d: own-chain record: %v", round, err)
+		}
+		recorded := m[ledger.OwnChain{Scope: crashStore, Chain: dev.ID()}]
+		if recorded > uint64(n) {
+			t.Fatalf("round %d: the own-chain record says seq %d, the store holds %d", round, recorded, n)
+		}
+		t.Logf("round %d: %d ops acknowledged before SIGKILL, %d ops stored, record at %d", round, len(acked), n, recorded)
 	}
 	if totalAcked < 100 {
 		t.Fatalf("only %d ops acknowledged over %d rounds: the child did not get going", totalAcked, crashRounds)

@@ -1,5 +1,5 @@
 // Package ledger is one node's durable, signed op log and the state derived
-// from it (DESIGN §3, §6, §7).
+// from it (docs/design.md §3, §6, §7).
 //
 // What lives here: the op envelope and its canonical encoding; fleet keys
 // and device certificates; Append (local ops: seq, prev hash, HLC,
@@ -9,7 +9,9 @@
 // materialised state (stock PN-counters, the sale log, refunds bounded by
 // their sale, LWW catalog, prices and policy, version vectors and digests
 // per scope, oversell and over_refund conflicts, receipt numbers); the
-// catch-up queries sync uses; and audit export/verify.
+// catch-up queries sync uses; audit export/verify; and stock allotments
+// (allot*.go: a bounded counter per allotted (store, sku), its ops, the
+// Append refusal ErrAllotmentExhausted and the AllotReactor).
 //
 // Invariants:
 //   - An op is acknowledged (Append returns, or a version vector covers it)
@@ -29,6 +31,22 @@
 //   - Receipt numbers are in the signed body, gapless per chain for sales
 //     and for refunds (receipts.go); Append takes the next one under the
 //     ledger lock, after every check that could refuse the op.
+//   - Storage faults are refused, never survived silently (badger.go,
+//     ownrecord.go): every write first asks the datastore's free-space
+//     guard (SpaceChecker) and is refused with ErrNoSpace, nothing placed,
+//     while the disk keeps less than BadgerReserve free; a write that fails
+//     inside the datastore stops writes (ErrFailed) until reopened; SSTs are
+//     verified before badger opens them and every block on read; a damaged
+//     file or a panic inside badger at open is an ErrCorrupt naming it.
+//   - The durable own-chain record (Config.OwnRecord) never claims more
+//     than is stored; on open, an own chain shorter than its record raises
+//     the own floor (RaiseOwnFloor), so Append refuses the lost seqs
+//     (ErrOwnHistoryBehind) until sync refills them.
+//   - A datastore carries its format version (/m/format; none: 1); a newer
+//     one is refused (ErrFormat).
+//   - An allotted SKU's counter total equals its on_hand; a local sale or
+//     allot.transfer never spends more than this device holds, ops in
+//     flight in group commit included.
 //
 // HAZARDS:
 //   - A refund whose sale is in another store, or has not arrived, has no
@@ -40,15 +58,37 @@
 //   - Revocation is checked when an op arrives: a replica that applied a
 //     revoked device's op before it learned of the revocation keeps it. The
 //     mesh refuses revoked peers, which bounds the window.
-//   - Ops held for a missing predecessor live in memory only (bounded by
-//     Config.MaxHeld); after a restart peers send them again.
+//   - Ops held for a missing predecessor live in memory only (held.go),
+//     bounded in bytes (MaxHeldBytes), per author (MaxHeldPerAuthor) and in
+//     time (HeldTTL); a dropped or refused op is sent again by its holder.
+//     An own op dropped raises the own-chain floor first, so local writes
+//     keep waiting (ErrOwnHistoryBehind).
 //   - Replay on open re-reads every op: start-up time grows with the log.
+//   - The free-space guard is checked per write, but badger also writes on
+//     its own (flushes, compactions): BadgerReserve covers one L0 compaction
+//     of the configured sizes; a compaction deep in a large store could need
+//     more, and a fault there is still a SIGBUS.
+//   - The own-chain record lags the store by the commits in flight when a
+//     process is killed: a loss of only the last commit before a SIGKILL is
+//     not detected by it. A deleted record file detects nothing (it starts
+//     empty).
+//   - A corrupt SST block met after open (badger verifies it on read)
+//     silently ends an iteration inside badger: replay then sees a chain
+//     that ends early (own chains: the record catches it) or does not link
+//     (ErrCorrupt).
 //   - ApplyBatch verifies one signature per device run (the newest op's;
 //     prev hashes cover the rest, signatures included). An op whose own
 //     signature is broken is therefore kept when a later op of the same
 //     device vouches for it: only a holder of the device's key can make
 //     that, and VerifyStored and audit verify still check every signature
 //     and report it (ProblemSignature) as evidence against the device.
+//   - Allotments: a device that sells an allotted SKU before it has heard
+//     the SKU became allotted, or after a write-off of its units it had
+//     not heard of, overspends; it is flagged (AllotStatus.Overspent),
+//     every replica alike, never hidden. allot*.go keeps every stock
+//     movement (chain, seq, delta) of every (store, sku) in memory so a
+//     late allot.set can be applied in any order: memory grows with the
+//     stock history, as the sale log's uses already do.
 //
 // Imports: crdt, go-datastore and go-ds-badger4, the standard library.
 // Never libp2p or net: the ledger knows nothing of the network.

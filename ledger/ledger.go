@@ -33,25 +33,46 @@ type Config struct {
 	// clocks are set by hand and drift; a larger skew is logged, and the op
 	// still applies.
 	MaxClockOffset time.Duration
-	// MaxHeld bounds the out-of-order ops kept in memory waiting for their
-	// predecessors. Default 65,536 (about 20 MiB of sales); past it an op is
-	// refused with ErrTooManyHeld and the peer sends it again later.
+	// MaxHeld bounds the count of out-of-order ops kept in memory waiting
+	// for their predecessors (held.go). Default 65,536; the byte bound
+	// below is the one that matters.
 	MaxHeld int
+	// MaxHeldBytes bounds the bytes of held ops (each counted as its
+	// encoding plus 256 for its decoded form). Default 32 MiB: a catch-up
+	// step (SessionConfig.MaxPull, about 600 KiB) from each of dozens of
+	// peers; past it the author holding the most gives way, or the op is
+	// refused with ErrTooManyHeld and its sender sends it again later.
+	MaxHeldBytes int
+	// MaxHeldPerAuthor bounds the held bytes of one author (ChainOwner),
+	// so one device's gap ops never crowd out another's. Default 4 MiB.
+	MaxHeldPerAuthor int
+	// HeldTTL is how long a held op waits for its gap to fill, by Now.
+	// Default 2 minutes: anti-entropy repairs a lost frame within seconds;
+	// an op still unlinked after that is sent again by its holder.
+	HeldTTL time.Duration
 	// SigCache, if set, remembers verified signatures; the simulator shares
 	// one between its replicas. Default: none.
 	SigCache *SigCache
 	// Logger receives rejections, forks and storage failures. Default: discard.
 	Logger *slog.Logger
+	// OwnRecord, if set, is the durable record of how far this device's own
+	// chains have gone, kept outside the datastore (ownrecord.go): on open
+	// a chain shorter than its record raises the own floor, so the lost
+	// seqs are never reused. Default: none (the simulator).
+	OwnRecord OwnRecord
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller
 // adds Fleet, Self and Key.
 func DefaultConfig() Config {
 	return Config{
-		Now:            func() int64 { return time.Now().UnixNano() },
-		MaxClockOffset: 5 * time.Minute,
-		MaxHeld:        1 << 16,
-		Logger:         slog.New(slog.DiscardHandler),
+		Now:              func() int64 { return time.Now().UnixNano() },
+		MaxClockOffset:   5 * time.Minute,
+		MaxHeld:          1 << 16,
+		MaxHeldBytes:     32 << 20,
+		MaxHeldPerAuthor: 4 << 20,
+		HeldTTL:          2 * time.Minute,
+		Logger:           slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -77,6 +98,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeld <= 0 {
 		errs = append(errs, errors.New("MaxHeld must be positive"))
+	}
+	if c.MaxHeldBytes <= 0 || c.MaxHeldPerAuthor <= 0 || c.MaxHeldPerAuthor > c.MaxHeldBytes {
+		errs = append(errs, errors.New("MaxHeldBytes and MaxHeldPerAuthor must be positive, the second at most the first"))
+	}
+	if c.HeldTTL <= 0 {
+		errs = append(errs, errors.New("HeldTTL must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -118,8 +145,7 @@ type Ledger struct {
 	clock      *crdt.Clock
 	chains     map[chainKey]*chain
 	forked     map[string]int // scope → chains in it with more than one op at some seq
-	held       map[heldKey][]pendingOp
-	heldCount  int
+	held       *heldSet
 	certs      map[string][]*Certificate
 	names      map[string]string // device → the name on its receipts; nil when certs changed (receipts.go)
 	st         *state
@@ -131,8 +157,11 @@ type Ledger struct {
 	closed     bool
 	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
 	subs       map[int]func([]*Op)
+	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
 	stats      Stats
+	space      SpaceChecker // the datastore's free-space guard, if it has one
+	own        *ownRecorder // the durable record of this device's own chains, if configured
 }
 
 // Stats are running counters for metrics.
@@ -141,19 +170,29 @@ type Stats struct {
 	Applied   uint64
 	Duplicate uint64
 	Held      int
-	Forks     uint64
-	Commits   uint64 // durable batch commits (fsyncs with badger)
+	// HeldBytes is what the held ops cost (held.go); HeldExpired,
+	// HeldEvicted and HeldRefused count ops dropped by age, given way to
+	// a smaller author, and refused (ErrTooManyHeld).
+	HeldBytes                             int
+	HeldExpired, HeldEvicted, HeldRefused uint64
+	Forks                                 uint64
+	Commits                               uint64 // durable batch commits (fsyncs with badger)
 	// SigChecks counts ed25519 verifications of remote ops: at most one
 	// per device run of a batch (ApplyBatch), so far below Applied in a
 	// catch-up.
 	SigChecks uint64
-	Rejected  map[Reason]uint64
+	// NoSpace counts writes refused by the free-space guard (ErrNoSpace):
+	// nothing was written, and writes resume once space is freed.
+	NoSpace uint64
+	// DiskFull is set while the last write was refused by the guard.
+	DiskFull bool
+	Rejected map[Reason]uint64
 }
 
 // Open replays the ops stored in d, rebuilds the state and returns the
 // ledger. d must be durable on Commit for the durability promise to hold
 // (OpenBadger makes such a store).
-func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
+func Open(ctx context.Context, d ds.Batching, cfg Config) (_ *Ledger, err error) {
 	def := DefaultConfig()
 	if cfg.Now == nil {
 		cfg.Now = def.Now
@@ -163,6 +202,15 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 	}
 	if cfg.MaxHeld == 0 {
 		cfg.MaxHeld = def.MaxHeld
+	}
+	if cfg.MaxHeldBytes == 0 {
+		cfg.MaxHeldBytes = def.MaxHeldBytes
+	}
+	if cfg.MaxHeldPerAuthor == 0 {
+		cfg.MaxHeldPerAuthor = min(def.MaxHeldPerAuthor, cfg.MaxHeldBytes)
+	}
+	if cfg.HeldTTL == 0 {
+		cfg.HeldTTL = def.HeldTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = def.Logger
@@ -179,7 +227,6 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 		clock:   crdt.NewClock(cfg.Now, cfg.MaxClockOffset),
 		chains:  map[chainKey]*chain{},
 		forked:  map[string]int{},
-		held:    map[heldKey][]pendingOp{},
 		certs:   map[string][]*Certificate{},
 		st:      newState(),
 		vv:      map[string]crdt.VersionVector{},
@@ -187,7 +234,22 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 		stats:   Stats{Rejected: map[Reason]uint64{}},
 	}
 	l.idle = sync.NewCond(&l.mu)
-	if err := l.replay(ctx); err != nil {
+	l.held = newHeldSet(cfg, l.selfDevice(), func(scope string, seq uint64) {
+		l.raiseFloorLocked(scope, seq, "held op expired")
+	})
+	if sc, ok := d.(SpaceChecker); ok {
+		l.space = sc
+	}
+	if err := l.checkFormat(ctx); err != nil {
+		return nil, err
+	}
+	if perr := catchPanic(func() { err = l.replay(ctx) }); perr != nil {
+		return nil, &CorruptError{Key: "datastore", Err: fmt.Errorf("reading it panicked: %v", perr)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.openOwnRecord(); err != nil {
 		return nil, err
 	}
 	if cfg.Self != nil {
@@ -228,7 +290,7 @@ func (l *Ledger) Close() error {
 	for l.committing {
 		l.idle.Wait()
 	}
-	return nil
+	return l.closeOwnRecord()
 }
 
 // Subscribe calls fn with every batch of ops that becomes durable, local or
@@ -253,7 +315,8 @@ func (l *Ledger) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.stats
-	s.Held = l.heldCount
+	s.Held, s.HeldBytes = l.held.count, l.held.bytes
+	s.HeldExpired, s.HeldEvicted, s.HeldRefused = l.held.expired, l.held.evicted, l.held.refused
 	s.Rejected = make(map[Reason]uint64, len(l.stats.Rejected))
 	for r, n := range l.stats.Rejected {
 		s.Rejected[r] = n
@@ -268,6 +331,25 @@ func (l *Ledger) writable() error {
 	case l.failed != nil:
 		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
 	}
+	return nil
+}
+
+// roomFor asks the datastore's free-space guard whether a commit of n
+// bytes can be written. Called under l.mu before anything of the write
+// is placed, so a refusal changes nothing and the next write may succeed.
+func (l *Ledger) roomFor(n int) error {
+	if l.space == nil {
+		return nil
+	}
+	if err := l.space.CheckSpace(n); err != nil {
+		l.stats.NoSpace++
+		l.stats.DiskFull = true
+		if l.stats.NoSpace == 1 || l.stats.NoSpace%1000 == 0 {
+			l.log.Error("write refused: disk full", "err", err, "refused", l.stats.NoSpace)
+		}
+		return err
+	}
+	l.stats.DiskFull = false
 	return nil
 }
 
@@ -317,6 +399,7 @@ func (l *Ledger) commit(req *commitReq) error {
 					r.after()
 				}
 			}
+			l.recordOwn(durable)
 		}
 		subs := make([]func([]*Op), 0, len(l.subs))
 		for _, fn := range l.subs {
@@ -367,6 +450,7 @@ func (l *Ledger) materialise(p pendingOp) {
 		vv[o.Device] = o.Seq
 	}
 	l.st.apply(o, p.body)
+	l.allotLanded(o)
 }
 
 func opKey(o *Op) ds.Key {

@@ -25,7 +25,7 @@ func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 // Short is the first 8 bytes in hex, for logs and keys.
 func (h Hash) Short() string { return hex.EncodeToString(h[:8]) }
 
-// Op is the signed envelope of every state change (DESIGN §3). Its
+// Op is the signed envelope of every state change (docs/design.md §3). Its
 // canonical CBOR encoding is what is stored, sent and hashed.
 type Op struct {
 	_      struct{} `cbor:",toarray"`

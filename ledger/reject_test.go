@@ -15,7 +15,7 @@ import (
 	"storemesh/ledger/ledgertest"
 )
 
-// DESIGN §4, §6: ops that break the trust rules are rejected with a
+// docs/design.md §4, §6: ops that break the trust rules are rejected with a
 // stable, counted reason, and bad input never changes stored state.
 
 // sealOp builds and signs an op by hand, as a forger or a buggy peer
@@ -357,7 +357,7 @@ func TestAppendRejectsBadBodies(t *testing.T) {
 
 // TestForkKeptAsEvidence: one device key used on two stores (a terminal
 // restored from an old backup) writes two different sales at the same
-// seq. DESIGN §4: keep both as evidence, flag the device, never silently
+// seq. docs/design.md §4: keep both as evidence, flag the device, never silently
 // pick one; replicas that see the branches in either order agree.
 func TestForkKeptAsEvidence(t *testing.T) {
 	ctx := context.Background()

@@ -16,7 +16,7 @@ import (
 	"storemesh/ledger/ledgertest"
 )
 
-// DESIGN §3–§5: the state is a CRDT. Replicas that receive the same signed
+// docs/design.md §3–§5: the state is a CRDT. Replicas that receive the same signed
 // ops, in any order, with duplicates and gaps, end in the same state, list
 // the same conflicts, and print the same digest.
 

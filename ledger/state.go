@@ -99,6 +99,7 @@ type state struct {
 	refundList map[string][]Conflict // sorted cache of refundConf; nil when stale
 
 	receipts receiptBook
+	allot    map[stockKey]*allotSKU // stock allotments (allot.go); made on first use
 }
 
 func newState() *state {
@@ -166,6 +167,7 @@ func itoa(n uint64) string {
 // apply folds one op (already verified and placed) into the state. b is
 // its decoded body, nil for an op this build does not understand.
 func (s *state) apply(o *Op, b body) {
+	s.allotApply(o, b)
 	switch b := b.(type) {
 	case *Sale:
 		id := o.ID()

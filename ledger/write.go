@@ -71,6 +71,10 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
+	reserve, err := l.allotCheck(store, kind, bb)
+	if err != nil {
+		return nil, err
+	}
 	hlc := l.clock.Now()
 	if err := l.cfg.Self.ValidAt(hlc.Wall / 1e6); err != nil {
 		// Every peer would refuse the op: refuse it here, before the sale
@@ -96,9 +100,13 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if len(o.raw) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
+	if err := l.roomFor(len(o.raw)); err != nil {
+		return nil, err
+	}
 	l.st.reserveReceipt(self, bb)
 	l.st.holdRefund(bb)
 	c.place(o, placeNext)
+	reserve(o)
 	// This process just signed it with the key of its own certificate
 	// (Open checks they match): a replica sharing the cache need not verify.
 	l.cfg.SigCache.add(o, l.cfg.Self.PubKey)
@@ -110,19 +118,15 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	return o, nil
 }
 
+// heldFor reports whether an op of device's chain in scope is held at or
+// past this replica's head: peers know a longer history. An index lookup,
+// no scan: every local sale asks it under the lock.
 func (l *Ledger) heldFor(scope, device string) bool {
-	c := l.chains[chainKey{scope, device}]
-	var next uint64 = 1
-	if c != nil {
-		next = c.length() + 1
+	var n uint64
+	if c := l.chains[chainKey{scope, device}]; c != nil {
+		n = c.length()
 	}
-	// Ops of ours held at any seq mean peers know a longer history.
-	for k := range l.held {
-		if k.scope == scope && k.device == device && k.seq >= next-1 {
-			return true
-		}
-	}
-	return false
+	return l.held.from(scope, device, n)
 }
 
 // Outcome is what Apply did with one op.
@@ -192,6 +196,13 @@ func (l *Ledger) ApplyBatch(ctx context.Context, raws [][]byte) ([]Result, error
 	defer l.mu.Unlock()
 	l.stats.SigChecks += checks
 	if err := l.writable(); err != nil {
+		return nil, err
+	}
+	size := 0
+	for _, raw := range raws {
+		size += len(raw)
+	}
+	if err := l.roomFor(size); err != nil {
 		return nil, err
 	}
 	req := &commitReq{}
@@ -319,18 +330,15 @@ func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 		r.Outcome = Duplicate
 		l.stats.Duplicate++
 	case placeGap, placeOrphan:
-		if l.isHeld(o) {
+		if l.held.has(o) {
 			r.Outcome = Held
 			r.NeedHistory = pl == placeOrphan
 			return
 		}
-		if l.heldCount >= l.cfg.MaxHeld {
+		if !l.held.add(p, l.cfg.Now()) {
 			r.Outcome, r.Err = Rejected, ErrTooManyHeld
 			return
 		}
-		k := heldKey{chainKey{o.Store, o.Device}, o.Seq}
-		l.held[k] = append(l.held[k], p)
-		l.heldCount++
 		r.Outcome = Held
 		r.NeedHistory = pl == placeOrphan
 	case placeNext, placeFork:
@@ -341,15 +349,6 @@ func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 		}
 		l.release(c, o.Store, o.Device, o.Seq+1, req)
 	}
-}
-
-func (l *Ledger) isHeld(o *Op) bool {
-	for _, h := range l.held[heldKey{chainKey{o.Store, o.Device}, o.Seq}] {
-		if h.op.hash == o.hash {
-			return true
-		}
-	}
-	return false
 }
 
 func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
@@ -371,31 +370,25 @@ func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
 
 // release places held ops at seq (and onwards) that now link.
 func (l *Ledger) release(c *chain, scope, device string, seq uint64, req *commitReq) {
+	ck := chainKey{scope, device}
 	for {
-		k := heldKey{chainKey{scope, device}, seq}
-		cands := l.held[k]
+		cands := l.held.take(ck, seq)
 		if len(cands) == 0 {
 			return
 		}
-		var keep []pendingOp
+		var keep []heldOp
 		placed := false
-		for _, p := range cands {
-			switch pl := c.classify(p.op); pl {
+		for _, x := range cands {
+			switch pl := c.classify(x.p.op); pl {
 			case placeNext, placeFork:
-				l.placeOne(c, p, pl, req)
+				l.placeOne(c, x.p, pl, req)
 				placed = true
-				l.heldCount--
 			case placeDuplicate:
-				l.heldCount--
 			default:
-				keep = append(keep, p)
+				keep = append(keep, x)
 			}
 		}
-		if len(keep) == 0 {
-			delete(l.held, k)
-		} else {
-			l.held[k] = keep
-		}
+		l.held.putBack(ck, seq, keep)
 		if !placed {
 			return
 		}
@@ -459,6 +452,9 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 		}
 	}
 	if err := l.writable(); err != nil {
+		return err
+	}
+	if err := l.roomFor(len(c.Encode())); err != nil {
 		return err
 	}
 	return l.commit(&commitReq{

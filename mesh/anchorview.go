@@ -10,7 +10,7 @@ import (
 // ops some anchor durably holds, and when an anchor was last heard from,
 // directly or through a peer. Sessions fill it from anchors' summaries and
 // pass it on in their own summaries, so a terminal whose uplink is another
-// terminal still learns which of its sales HQ holds (DESIGN §4, "queued,
+// terminal still learns which of its sales HQ holds (docs/design.md §4, "queued,
 // not yet at HQ"). Safe for concurrent use; shared by a node's sessions.
 type AnchorView struct {
 	mu    sync.Mutex

@@ -1,4 +1,4 @@
-// Package mesh is storemesh's sync protocol (DESIGN §2, §4): a pure,
+// Package mesh is storemesh's sync protocol (docs/design.md §2, §4): a pure,
 // deterministic state machine per peer. Frames and ticks go in (Step,
 // Tick, Push), frames come out (Ready); no goroutines, sockets or wall
 // clock inside. libp2p drives it in production (package mesh/p2p); the

@@ -7,7 +7,7 @@ import (
 
 // Pulls coordinates catch-up between the sessions of one node: when several
 // peers advertise the same missing ops, only one is asked for them, so
-// bytes on the wire stay proportional to what is missing (DESIGN §4). A
+// bytes on the wire stay proportional to what is missing (docs/design.md §4). A
 // request that is not answered within Timeout may be given to another
 // peer. Safe for concurrent use; it holds no clock of its own.
 type Pulls struct {

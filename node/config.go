@@ -13,6 +13,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Config says which device a node is and how it runs. Start from
@@ -34,7 +35,7 @@ type Config struct {
 	// 127.0.0.1:8080. Port 0 picks a free port (see Node.HTTPAddr).
 	HTTPAddr string
 	// Token, when set, is required as "Authorization: Bearer TOKEN" on
-	// every API call. A non-loopback HTTPAddr requires one (DESIGN §6).
+	// every API call. A non-loopback HTTPAddr requires one (docs/design.md §6).
 	Token string
 	// Listen, Peers, Anchors, MDNS, MDNSInterface: see p2p.Config.
 	Listen        []string
@@ -52,6 +53,14 @@ type Config struct {
 	// StatusEvery is how often status changes are looked for, to push
 	// them to the page: 500 ms, quick enough to watch a heal happen.
 	StatusEvery time.Duration
+	// Postgres and MQTT, when set, feed the anchor's ops to a PostgreSQL
+	// database (a connection URL) and an MQTT broker (tcp://HOST:1883),
+	// topics under MQTTPrefix (docs/postgres.md, docs/mqtt.md). Anchors
+	// only. SinkTuning, if set, adjusts the sinks' loop (tests).
+	Postgres   string
+	MQTT       string
+	MQTTPrefix string
+	SinkTuning func(*sink.Config)
 	// MeshTuning, if set, adjusts the mesh config (tests, demo).
 	MeshTuning func(*p2p.Config)
 	// Now is the wall clock: time.Now.

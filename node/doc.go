@@ -1,5 +1,5 @@
-// Package node composes one storemesh peer (DESIGN §8): a ledger on badger,
-// a mesh, the HTTP API of DESIGN §8a, Prometheus metrics, server-sent
+// Package node composes one storemesh peer (docs/design.md §8): a ledger on badger,
+// a mesh, the HTTP API of docs/design.md §8a, Prometheus metrics, server-sent
 // events and the embedded terminal page. It only wires those together: the
 // rules live in ledger (what an op may be) and mesh (how ops travel).
 //
@@ -14,6 +14,9 @@
 //     anchor within Config.OfflineAfter; the last contact is persisted in
 //     the data directory so a restart in a dead zone still counts.
 //   - Fleet and device key files (keys.go), used by cmd/storemesh.
+//   - The data folder (datadir.go): FORMAT (its format version), IDENTITY
+//     (the device and fleet that first used it), fleet.pub (written once),
+//     ownchain (the ledger's durable own-chain record), badger/.
 //
 // Invariants:
 //   - Every request is validated before anything is written: a refused
@@ -24,6 +27,11 @@
 //     Requests with the same key are serialised.
 //   - The ledger's subscriber callback never blocks: events to pages are
 //     non-blocking sends; a page that falls behind is told to resync.
+//   - A data folder is opened only by the device and fleet that first used
+//     it, in a format this build reads; fleet.pub is never overwritten.
+//     Everything is checked before the ledger opens. A start that fails
+//     removes the data folder if that start made it; a busy --listen or
+//     --http port fails the start.
 //
 // HAZARDS:
 //   - badger locks the data directory: one process at a time (audit export

@@ -9,7 +9,7 @@ import (
 	"storemesh/ledger"
 )
 
-// Error codes of the HTTP API (DESIGN §8a). They are a public contract:
+// Error codes of the HTTP API (docs/design.md §8a). They are a public contract:
 // POS apps branch on them. Add codes; never rename one.
 const (
 	CodeUnknownSKU          = "unknown_sku"
@@ -39,6 +39,7 @@ const (
 	CodeUnauthorized        = "unauthorized"
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBadStockMode        = "bad_stock_mode"
+	CodeAllotmentExhausted  = "allotment_exhausted" // an allotted SKU: this device holds fewer units than the sale needs
 )
 
 // codeStatus is the HTTP status of each code. Every code the server can
@@ -71,6 +72,7 @@ var codeStatus = map[string]int{
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
 	CodeBadStockMode:        http.StatusBadRequest,
+	CodeAllotmentExhausted:  http.StatusConflict,
 }
 
 // ErrorCodes lists every error code the API can return, with its status.
@@ -115,6 +117,8 @@ func fromLedger(err error) *apiError {
 		return nil
 	case errors.As(err, &ae):
 		return ae
+	case allotErr(err) != nil:
+		return allotErr(err)
 	case errors.Is(err, ledger.ErrOwnHistoryBehind):
 		return &apiError{Code: CodeHistoryBehind, Message: "this device's own history is still arriving from its peers; retry once it has synced", Err: err}
 	case errors.Is(err, ledger.ErrRefundExceedsSale):
@@ -129,6 +133,8 @@ func fromLedger(err error) *apiError {
 		return &apiError{Code: CodeRoleNotAllowed, Message: err.Error(), Err: err}
 	case ledger.RejectReason(err) != "", errors.Is(err, ledger.ErrBadInput):
 		return &apiError{Code: CodeBadJSON, Message: "rejected by the ledger: " + err.Error(), Err: err}
+	case errors.Is(err, ledger.ErrNoSpace):
+		return &apiError{Code: CodeStorageFailed, Message: "disk full: " + err.Error() + "; nothing was written, and writes resume once space is freed", Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &apiError{Code: CodeStorageFailed, Message: "the write was interrupted; it may or may not be stored: retry with the same Idempotency-Key", Err: err}
 	default:

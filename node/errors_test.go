@@ -194,6 +194,11 @@ func TestAPIErrorCodes(t *testing.T) {
 			}},
 		{code: CodeStorageFailed, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("TEA", 1, "cash"), node: func() *Node { return broken },
 			setup: func(t *testing.T) { store.fail.Store(true) }},
+		{code: CodeAllotmentExhausted, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("SCARF", 1, "cash"),
+			setup: func(t *testing.T) {
+				setItem(t, mgr, "SCARF", "Scarf", 900)
+				must(t, mgr, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"allotted": true})
+			}},
 		// Offline policy (mgr never reached an anchor: offline). Last, as
 		// each sets a policy.
 		{code: CodeBadPaymentMethod, route: "/v1/policy", method: "PUT", path: "/v1/policy", body: map[string]any{"offline_methods": []string{"Card"}}},

@@ -63,7 +63,8 @@ var routes = []Route{
 	get("/v1/events", (*Node).handleEvents),
 	get("/v1/sales", (*Node).handleListSales, CodeNotFound),
 	write(http.MethodPost, "/v1/sales", (*Node).handleSale, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSKU,
-		CodeBadQuantity, CodeBadPrice, CodeBadCurrency, CodeBadPaymentMethod, CodeOfflineMethod, CodeOfflineTooLarge, CodeOfflineTooLong})...),
+		CodeBadQuantity, CodeBadPrice, CodeBadCurrency, CodeBadPaymentMethod, CodeOfflineMethod, CodeOfflineTooLarge, CodeOfflineTooLong,
+		CodeAllotmentExhausted})...),
 	get("/v1/sales/{id}", (*Node).handleGetSale, CodeUnknownSale),
 	write(http.MethodPost, "/v1/refunds", (*Node).handleRefund, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSale,
 		CodeBadQuantity, CodeRefundExceedsSale})...),
@@ -77,6 +78,9 @@ var routes = []Route{
 	get("/v1/conflicts", (*Node).handleListConflicts),
 	write(http.MethodPost, "/v1/conflicts/{id}/resolve", (*Node).handleResolve, CodeNotFound, CodeMissingField, CodeBadAction, CodeFieldTooLong),
 	get("/v1/digest", (*Node).handleDigest, CodeNotFound),
+	get("/v1/allotments", (*Node).handleListAllotments, CodeNotFound),
+	write(http.MethodPut, "/v1/allotments/{sku}", (*Node).handlePutAllotment, CodeBadSKU, CodeMissingField, CodeUnknownSKU),
+	write(http.MethodPost, "/v1/allotments/{sku}/writeoff", (*Node).handleWriteoff, CodeMissingField, CodeNotFound, CodeBadQuantity, CodeFieldTooLong),
 }
 
 // Routes returns the API's routes (for tests and docs).

@@ -80,15 +80,20 @@ var (
 	descPeerLag    = prometheus.NewDesc("storemesh_peer_sync_age_seconds", "Seconds since the last sync frame from each peer (sync lag).", []string{"peer", "found"}, nil)
 	descSyncBytes  = prometheus.NewDesc("storemesh_sync_bytes_total", "Sync bytes by direction, all peers.", []string{"direction"}, nil)
 	descSyncOps    = prometheus.NewDesc("storemesh_sync_ops_total", "Ops sent and received by sync, all peers.", []string{"direction"}, nil)
+	descSyncRej    = prometheus.NewDesc("storemesh_sync_rejected_total", "Frames, ops and claims of peers ignored or refused by the sync sessions, by reason (scope_not_shared, unknown_device, want_repeated, ...).", []string{"reason"}, nil)
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+	descOwnMissing = prometheus.NewDesc("storemesh_own_chain_missing", "Ops of this device's own chain it is known to have written but no longer holds (lost from storage; writes wait for sync), by scope.", []string{"scope"}, nil)
+	descOwnHeld    = prometheus.NewDesc("storemesh_own_chain_held", "Length of this device's own chain held, by scope.", []string{"scope"}, nil)
+	descNoSpace    = prometheus.NewDesc("storemesh_storage_no_space_total", "Writes refused by the free-space guard (disk full; nothing written).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns} {
+		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
+		descOwnMissing, descOwnHeld, descNoSpace} {
 		ch <- d
 	}
 }
@@ -111,6 +116,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHeld, float64(st.Held))
 	counter(descForks, float64(st.Forks))
 	counter(descCommits, float64(st.Commits))
+	counter(descNoSpace, float64(st.NoSpace))
+	for _, oc := range n.l.OwnChains() {
+		gauge(descOwnMissing, float64(oc.Missing), oc.Scope)
+		gauge(descOwnHeld, float64(oc.Held), oc.Scope)
+	}
 
 	now := n.cfg.Now()
 	m := n.mesh()
@@ -127,7 +137,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descOffline, b2f(off))
 	var known, connected, established float64
 	var bin, bout, oin, oout uint64
+	syncRej := map[string]uint64{}
 	for _, p := range m.Peers() {
+		for r, v := range p.Stats.Rejected {
+			syncRej[r] += v
+		}
 		known++
 		connected += b2f(p.Connected)
 		established += b2f(p.Established)
@@ -146,10 +160,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, v := range ms.ProtocolErrors {
 		counter(descProtoErr, float64(v), code)
 	}
+	for r, v := range syncRej {
+		counter(descSyncRej, float64(v), r)
+	}
 	open, resolved := n.l.OpenConflicts(n.conflictScope())
 	gauge(descConflicts, float64(open), "open")
 	gauge(descConflicts, float64(resolved), "resolved")
 	gauge(descEventConns, float64(n.hub.count()))
+	n.collectSinks(ch)
 }
 
 func b2f(b bool) float64 {

@@ -18,6 +18,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Node is one running peer: its ledger, its mesh and its HTTP API and
@@ -29,8 +30,11 @@ type Node struct {
 	self    *ledger.Certificate
 	store   ds.Batching
 	closeDS func() error
-	l       *ledger.Ledger
-	started time.Time
+	// closeRec closes the durable own-chain record file (nil without a
+	// data folder).
+	closeRec func() error
+	l        *ledger.Ledger
+	started  time.Time
 
 	meshMu  sync.RWMutex
 	m       *p2p.Mesh
@@ -46,6 +50,7 @@ type Node struct {
 	keys   keyLocks
 	anchor anchorClock
 
+	sinks     []*sink.Runner
 	unsub     func()
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -82,20 +87,32 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
+	var ownRec *ledger.OwnRecordFile
 	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("node: data directory: %w", err)
+		created, err := prepareDataDir(cfg.DataDir, cfg.Cert, cfg.Fleet)
+		if created {
+			// A failed start leaves nothing behind: this runs last.
+			dir := cfg.DataDir
+			cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		}
-		// audit export opens the ledger read-only and needs the fleet key.
-		if err := WriteFleetPub(filepath.Join(cfg.DataDir, FleetPubFile), cfg.Fleet); err != nil {
-			return nil, fmt.Errorf("node: %w", err)
+		if err != nil {
+			return nil, err
 		}
 		n.anchor.load(filepath.Join(cfg.DataDir, anchorFile))
+		ownRec, err = ledger.OpenOwnRecordFile(filepath.Join(cfg.DataDir, ownChainFile))
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.closeRec = ownRec.Close
+		cleanup = append(cleanup, func() { ownRec.Close() })
 	}
 	n.store = cfg.Datastore
 	if n.store == nil {
 		bs, err := ledger.OpenBadger(filepath.Join(cfg.DataDir, "badger"))
-		if err != nil {
+		switch {
+		case errors.Is(err, ledger.ErrCorrupt), errors.Is(err, ledger.ErrNoSpace):
+			return nil, fmt.Errorf("node: %w", err)
+		case err != nil:
 			return nil, fmt.Errorf("node: %w (is another storemesh process using %s?)", err, cfg.DataDir)
 		}
 		n.store, n.closeDS = bs, bs.Close
@@ -106,6 +123,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	lc.Fleet, lc.Self, lc.Key = cfg.Fleet, cfg.Cert, cfg.Key
 	lc.Now = func() int64 { return cfg.Now().UnixNano() }
 	lc.Logger = n.log.With("component", "ledger")
+	if ownRec != nil {
+		lc.OwnRecord = ownRec
+	}
 	n.l, err = ledger.Open(ctx, n.store, lc)
 	if err != nil {
 		return nil, fmt.Errorf("node: open ledger: %w", err)
@@ -117,7 +137,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: index idempotency keys: %w", err)
 	}
 	// Replaying the log read every op once: give that garbage back before
-	// the node settles in (DESIGN §10: an idle terminal under 64 MiB).
+	// the node settles in (docs/design.md §10: an idle terminal under 64 MiB).
 	debug.FreeOSMemory()
 	n.met = newMetrics(n)
 	n.unsub = n.l.Subscribe(n.onDurable)
@@ -128,6 +148,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.mesh().Close() })
+	if err := n.startSinks(ctx); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, n.stopSinks)
 
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -150,6 +174,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	go n.statusLoop(loopCtx)
+	n.startAllot(loopCtx)
 	n.log.Info("node started", "name", cfg.Cert.Name, "http", n.HTTPAddr(), "addrs", n.Addrs(), "fleet", n.l.FleetID())
 	return n, nil
 }
@@ -185,6 +210,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		n.persistAnchorContact()
+		n.stopSinks()
 		n.meshMu.Lock()
 		if err := n.m.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("mesh: %w", err))
@@ -197,6 +223,11 @@ func (n *Node) Close() error {
 		if n.closeDS != nil {
 			if err := n.closeDS(); err != nil {
 				errs = append(errs, fmt.Errorf("storage: %w", err))
+			}
+		}
+		if n.closeRec != nil {
+			if err := n.closeRec(); err != nil {
+				errs = append(errs, fmt.Errorf("own-chain record: %w", err))
 			}
 		}
 		n.closeErr = errors.Join(errs...)
@@ -328,6 +359,8 @@ func (n *Node) onDurable(ops []*ledger.Op) {
 			changed["sales"], changed["stock"], changed["conflicts"] = true, true, true
 		case ledger.KindStockReceived, ledger.KindStockCounted, ledger.KindStockTransferred:
 			changed["stock"], changed["conflicts"] = true, true
+		case ledger.KindAllotSet, ledger.KindAllotTransfer, ledger.KindAllotRequest, ledger.KindAllotWriteoff:
+			changed["stock"] = true
 		case ledger.KindCatalogUpsert, ledger.KindPriceSet:
 			changed["catalog"] = true
 		case ledger.KindPolicySet:

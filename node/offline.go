@@ -104,7 +104,7 @@ func (n *Node) offline(now time.Time) (bool, time.Duration) {
 	return age > n.cfg.OfflineAfter, age
 }
 
-// checkOfflinePolicy applies the store's offline policy (DESIGN §5) to a
+// checkOfflinePolicy applies the store's offline policy (docs/design.md §5) to a
 // sale of total paid by method. It returns whether the sale is offline.
 // Policy semantics: an empty method list allows every method; a zero
 // limit is no limit; "card" payments are every method but cash.

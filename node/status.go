@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/sink"
 )
 
 // peerView is one peer in GET /v1/status.
@@ -28,23 +29,31 @@ type peerView struct {
 	BytesOut    uint64      `json:"bytes_out"`
 }
 
-// statusView is GET /v1/status (DESIGN §8a).
+// statusView is GET /v1/status (docs/design.md §8a).
 type statusView struct {
-	Device            string     `json:"device"`
-	Name              string     `json:"name"`
-	Store             string     `json:"store"`
-	Role              string     `json:"role"`
-	Fleet             string     `json:"fleet"`
-	Addrs             []string   `json:"addrs"`
-	Peers             []peerView `json:"peers"`
-	Paths             []string   `json:"paths"` // how the synced peers were found
-	QueuedForAnchor   uint64     `json:"queued_for_anchor"`
-	LastAnchorContact *time.Time `json:"last_anchor_contact"` // null: never
-	Offline           bool       `json:"offline"`
-	Conflicts         int        `json:"conflicts"` // open ones
-	Forks             int        `json:"forks"`
-	HeldOps           int        `json:"held_ops"`
-	Now               time.Time  `json:"now"`
+	Device            string        `json:"device"`
+	Name              string        `json:"name"`
+	Store             string        `json:"store"`
+	Role              string        `json:"role"`
+	Fleet             string        `json:"fleet"`
+	Addrs             []string      `json:"addrs"`
+	Peers             []peerView    `json:"peers"`
+	Paths             []string      `json:"paths"` // how the synced peers were found
+	QueuedForAnchor   uint64        `json:"queued_for_anchor"`
+	LastAnchorContact *time.Time    `json:"last_anchor_contact"` // null: never
+	Offline           bool          `json:"offline"`
+	Conflicts         int           `json:"conflicts"` // open ones
+	Forks             int           `json:"forks"`
+	HeldOps           int           `json:"held_ops"`
+	Sinks             []sink.Status `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
+	// OwnChain: this device's own chain against what it is known to reach
+	// (its durable record, peers); missing > 0 means ops were lost from
+	// storage and local writes wait until sync refills them (ownchain.go).
+	OwnChain *ownChainView `json:"own_chain"`
+	// DiskFull: the free-space guard refused the last write (it resumes
+	// by itself once space is freed).
+	DiskFull bool      `json:"disk_full"`
+	Now      time.Time `json:"now"`
 }
 
 func (n *Node) status() statusView {
@@ -57,6 +66,8 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		Sinks:    n.sinkStatus(),
+		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -87,8 +98,9 @@ func (n *Node) statusFingerprint() string {
 	ms := m.Status()
 	last := n.anchor.observe(ms.LastAnchorContact)
 	off, _ := n.offline(n.cfg.Now())
-	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
-		n.openConflicts(), last.Truncate(10*time.Second))
+	oc := n.ownChain()
+	fp := fmt.Sprintf("%d/%d/%v/%d/%v/%d/%s/%d/%d/%v", ms.Connected, ms.Established, ms.Paths, ms.QueuedForAnchor, off,
+		n.openConflicts(), last.Truncate(10*time.Second), oc.Held, oc.Missing, n.diskFull())
 	for _, p := range m.Peers() {
 		fp += fmt.Sprintf("|%s%v%v%v", p.ID, p.Connected, p.Established, p.Gone)
 	}

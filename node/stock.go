@@ -111,7 +111,7 @@ func (n *Node) handleListStock(w http.ResponseWriter, r *http.Request) error {
 	if items == nil {
 		items = []ledger.StockItem{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, map[string]any{"items": n.stockViews(items, scope)})
 	return nil
 }
 
@@ -121,7 +121,7 @@ func (n *Node) handleListCatalog(w http.ResponseWriter, r *http.Request) error {
 }
 
 // mayManage refuses terminals: catalog, prices and policy are a manager's
-// or HQ's (DESIGN §6, least privilege).
+// or HQ's (docs/design.md §6, least privilege).
 func (n *Node) mayManage(what string) error {
 	if n.self.Role == ledger.RoleTerminal {
 		return apiErr(CodeRoleNotAllowed, "a terminal may not set %s; use a manager terminal or the anchor", what)

@@ -3,7 +3,7 @@ package sim
 import "testing"
 
 // BenchmarkFleet1000 runs the 1,000-device, 100-store, 100,000-op
-// scenario (DESIGN §10: under 60 s on two cores). Run it with
+// scenario (docs/design.md §10: under 60 s on two cores). Run it with
 // -benchtime 1x: one run is about a minute.
 func BenchmarkFleet1000(b *testing.B) { benchScenario(b, "fleet-1000") }
 

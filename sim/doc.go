@@ -1,4 +1,4 @@
-// Package sim is storemesh's deterministic simulator (DESIGN §9): a fleet
+// Package sim is storemesh's deterministic simulator (docs/design.md §9): a fleet
 // of real ledgers and real mesh.Sessions over a simulated network and
 // simulated time, with faults, a workload and invariant checks.
 //

@@ -206,7 +206,7 @@ func (w *world) ready(n *node) bool { return n.alive && (!n.gated || w.ungate(n)
 
 // ungate lets a restored device sell again once it has heard from its
 // peers what they hold of its own chain and holds that much itself: the
-// rule of DESIGN §4, "after a restore it learns its own last seq from the
+// rule of docs/design.md §4, "after a restore it learns its own last seq from the
 // mesh before it sells". Neither ledger nor mesh says when that has
 // happened, so this is the POS's policy: every session up for longer than
 // a summary period (so a full summary has come, unless lost) reports no

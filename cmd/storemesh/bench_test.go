@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// BenchmarkIdleNodeRSS measures DESIGN §10's "idle node under 64 MiB RSS"
+// BenchmarkIdleNodeRSS measures docs/design.md §10's "idle node under 64 MiB RSS"
 // on the real binary: a terminal (badger on disk, libp2p on loopback, the
 // HTTP API) with a catalog and sales in its log. It reports the resident
 // set size (VmRSS) in MiB of the node that took the sales, once it has

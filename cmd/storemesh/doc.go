@@ -1,4 +1,4 @@
-// Command storemesh is the one binary of DESIGN §8a: fleet init, enroll,
+// Command storemesh is the one binary of docs/design.md §8a: fleet init, enroll,
 // node, anchor, demo, sim, audit export/verify, version.
 //
 // Every subcommand's flags may also come from the environment

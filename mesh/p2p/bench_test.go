@@ -1,6 +1,6 @@
 package p2p
 
-// Benchmarks of the libp2p mesh on loopback (DESIGN §10): one sale's
+// Benchmarks of the libp2p mesh on loopback (docs/design.md §10): one sale's
 // latency to every terminal of a 10-terminal LAN, and convergence time and
 // wire efficiency after a partition heal. Run with
 //
@@ -72,7 +72,7 @@ func lpMedian(xs []float64) float64 {
 // BenchmarkSaleReachesAll10: ten terminals, fully connected by static
 // peers. Each iteration appends one sale on a terminal (rotating) and
 // waits until the other nine have applied it durably (ledger
-// subscriptions). Reports the median latency; DESIGN target < 50 ms.
+// subscriptions). Reports the median latency; docs/design.md §10 target < 50 ms.
 func BenchmarkSaleReachesAll10(b *testing.B) {
 	for _, disk := range []bool{false, true} {
 		name := "store=mem"
@@ -136,7 +136,7 @@ func BenchmarkSaleReachesAll10(b *testing.B) {
 // each side while apart, then connect (one link between the groups, or
 // every pair). Reports the time to equal digests everywhere and the sync
 // bytes of the heal (sum of session BytesOut) over the encoded size of
-// the ops each replica lacked. DESIGN targets: < 1 s, ratio ≤ 1.5.
+// the ops each replica lacked. docs/design.md §10 targets: < 1 s, ratio ≤ 1.5.
 //
 // verify=each is the deployment's work: every replica checks every
 // signature it receives, 50,000 ed25519 verifications (~67 µs each here)

@@ -20,7 +20,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
-// MDNSService is the DNS-SD service storemesh peers announce (DESIGN §4).
+// MDNSService is the DNS-SD service storemesh peers announce (docs/design.md §4).
 const MDNSService = "_storemesh._tcp"
 
 // TXT record of the service: "v=1", "id=PEER", "fleet=FLEET", and one

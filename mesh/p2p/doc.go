@@ -1,5 +1,5 @@
 // Package p2p drives storemesh's sync protocol (package mesh's Session)
-// over libp2p (DESIGN §4, §6): the host, the connection gater, mDNS
+// over libp2p (docs/design.md §4, §6): the host, the connection gater, mDNS
 // discovery, static peers and anchors, and one driver goroutine per peer.
 //
 // What lives here:

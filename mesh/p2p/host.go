@@ -16,6 +16,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
+	"github.com/multiformats/go-multiaddr"
 )
 
 // ProtocolID is the libp2p protocol of the sync stream. The wire format
@@ -73,7 +74,11 @@ func newHost(cfg *Config, g *gater) (host.Host, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: with it a second process could listen on a port
+		// already in use and the two would share its connections; a busy
+		// --listen port must be a start-up error. (libp2p uses it only to
+		// dial out from the listen port, for NAT traversal we do not do.)
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DefaultSecurity,
 		libp2p.DefaultMuxers,
@@ -88,15 +93,23 @@ func newHost(cfg *Config, g *gater) (host.Host, error) {
 		libp2p.WithDialTimeout(cfg.DialTimeout),
 		libp2p.UserAgent("storemesh/1"),
 	}
-	if len(cfg.Listen) == 0 {
-		opts = append(opts, libp2p.NoListenAddrs)
-	} else {
-		opts = append(opts, libp2p.ListenAddrStrings(cfg.Listen...))
-	}
+	// Listen on each address ourselves: libp2p's ListenAddrs succeeds when
+	// any one address binds, so a busy port among several went unnoticed.
+	opts = append(opts, libp2p.NoListenAddrs)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
+	}
+	for _, s := range cfg.Listen {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err == nil {
+			err = h.Network().Listen(a)
+		}
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("mesh: listen on %s: %w", s, err)
+		}
 	}
 	return h, nil
 }

@@ -26,7 +26,7 @@ import (
 	"storemesh/mesh"
 )
 
-// How a peer was found, as shown in status (DESIGN §4: the status page
+// How a peer was found, as shown in status (docs/design.md §4: the status page
 // says which path is in use).
 const (
 	FoundMDNS    = "mdns"
@@ -498,6 +498,8 @@ func addStats(dst *mesh.SessionStats, s mesh.SessionStats) {
 	dst.FramesIn += s.FramesIn
 	dst.FramesOut += s.FramesOut
 	dst.LastSync = max(dst.LastSync, s.LastSync)
+	dst.ServedBytes += s.ServedBytes
+	dst.WantsMerged += s.WantsMerged
 	for k, v := range s.Rejected {
 		if dst.Rejected == nil {
 			dst.Rejected = map[string]uint64{}

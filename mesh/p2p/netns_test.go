@@ -200,7 +200,7 @@ func nsEventually(t *testing.T, d time.Duration, what string, cond func() bool) 
 	}
 }
 
-// TestNetnsMDNSPartitionAnchor is the LAN scenario of DESIGN §4 with real
+// TestNetnsMDNSPartitionAnchor is the LAN scenario of docs/design.md §4 with real
 // processes: discovery by mDNS only, a cable pull with sales on both
 // sides, a heal with exact totals, and an anchor reached through one
 // terminal's uplink.

@@ -118,6 +118,13 @@ function renderCart() {
   $("charge").disabled = state.busy || state.cart.size === 0;
 }
 
+// allotText: an allotted SKU's units held here and where the others are.
+function allotText(a) {
+  if (!a) return "";
+  const where = a.elsewhere.map((h) => h.units + " at " + h.name).join(", ");
+  return a.here + " here" + (where ? " · " + where : " · none elsewhere");
+}
+
 function renderStock() {
   const names = new Map(state.catalog.map((c) => [c.sku, c.name]));
   const body = $("stock-body");
@@ -126,7 +133,8 @@ function renderStock() {
     const id = isAnchor() ? "stock-row-" + s.store + "-" + s.sku : "stock-row-" + s.sku;
     body.append(el("tr", { "data-testid": id, "data-store": s.store, "data-sku": s.sku, class: s.on_hand < 0 ? "negative" : "" },
       el("td", { text: s.store }), el("td", { text: s.sku }), el("td", { text: names.get(s.sku) || "" }),
-      el("td", { class: "num", "data-testid": "stock-onhand-" + s.sku, text: String(s.on_hand) })));
+      el("td", { class: "num", "data-testid": "stock-onhand-" + s.sku, text: String(s.on_hand) }),
+      el("td", { "data-testid": "stock-allot-" + s.sku, text: allotText(s.allotment) })));
   }
   renderCatalog();
 }
@@ -157,6 +165,18 @@ function renderStatus() {
   $("queued").textContent = String(st.queued_for_anchor);
   $("last-anchor").textContent = st.role === "anchor" ? "this is HQ" : ago(st.last_anchor_contact);
   $("offline").textContent = st.offline ? "offline: the store's offline policy applies" : "online";
+  const banner = $("storage-banner");
+  const oc = st.own_chain;
+  if (oc && oc.missing > 0) {
+    banner.textContent = "Storage lost this terminal's sales " + (oc.held + 1) + "–" + oc.recorded + " (" + oc.missing +
+      " missing, per its " + oc.source + "). Selling waits until the other terminals or HQ send them back.";
+    banner.hidden = false;
+  } else if (st.disk_full) {
+    banner.textContent = "Disk full: sales are refused until space is freed on this terminal.";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
   const ul = $("peers");
   ul.replaceChildren();
   if (st.peers.length === 0) ul.append(el("li", { class: "muted", text: "no peers yet" }));

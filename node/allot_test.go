@@ -1,0 +1,143 @@
+package node
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"storemesh/ledger"
+)
+
+func allotOf(tb testing.TB, n *Node, sku string) allotView {
+	tb.Helper()
+	st, _ := n.l.Allotment("s1", sku)
+	return n.allotView(st)
+}
+
+// sellAll sells one SCARF at a time on n until it is refused, and returns
+// how many it sold. Every refusal must be allotment_exhausted.
+func sellAll(t *testing.T, n *Node) int {
+	t.Helper()
+	sold := 0
+	for {
+		r := call(t, n, "POST", "/v1/sales", sale("SCARF", 1, "cash"))
+		switch {
+		case r.status == 201:
+			sold++
+		case r.code() == CodeAllotmentExhausted:
+			if !strings.Contains(string(r.body), "allotment of SCARF exhausted here") {
+				t.Fatalf("refusal message: %s", r.body)
+			}
+			return sold
+		default:
+			t.Fatalf("sale: %d %s", r.status, r.body)
+		}
+	}
+}
+
+// TestAllotTwoTerminalsAndAnchor is issue 14's real-process case on
+// loopback (real libp2p, real badger): an anchor, two terminals, one
+// allotted SKU with 5 units. The reactors move units from HQ to the
+// terminals; the link between the terminals is cut (till-2 restarted
+// without till-1 as a peer); both sell until refused; healed, exactly 5
+// are sold, stock is 0 everywhere and there is no conflict.
+func TestAllotTwoTerminalsAndAnchor(t *testing.T) {
+	f := newTestFleet(t, 14)
+	hq := startNode(t, f.enroll(t, ledger.FleetScope, ledger.RoleAnchor, "hq"))
+	anchorOpt := func(c *Config) { c.Anchors = []string{tcpAddr(t, hq)} }
+	t1 := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-1"), anchorOpt)
+	dev2 := f.enroll(t, "s1", ledger.RoleTerminal, "till-2")
+	dir2 := t.TempDir()
+	t2 := startNode(t, dev2, anchorOpt, func(c *Config) { c.Peers = []string{tcpAddr(t, t1)}; c.DataDir = dir2 })
+
+	setItem(t, hq, "SCARF", "Hand-knit scarf", 9000)
+	must(t, hq, 201, "POST", "/v1/stock/received", map[string]any{"store": "s1", "sku": "SCARF", "qty": 5})
+	must(t, hq, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"store": "s1", "allotted": true})
+	// Each terminal, holding nothing, asks; HQ, the bank, answers each.
+	waitFor(t, 20*time.Second, "units to reach both terminals", func() bool {
+		return allotOf(t, t1, "SCARF").Here > 0 && allotOf(t, t2, "SCARF").Here > 0
+	})
+
+	// Cut the link between the terminals.
+	if err := t2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t2 = startNode(t, dev2, anchorOpt, func(c *Config) { c.DataDir = dir2 })
+	sold := sellAll(t, t1) + sellAll(t, t2)
+	// What HQ still held reaches whoever asks; sell until nothing is left.
+	waitFor(t, 20*time.Second, "HQ to give out its last units", func() bool {
+		return allotOf(t, hq, "SCARF").AtHQ == 0
+	})
+	for range 3 {
+		waitFor(t, 20*time.Second, "the terminals to hear HQ's transfers", func() bool {
+			a, b := allotOf(t, t1, "SCARF"), allotOf(t, t2, "SCARF")
+			return a.AtHQ == 0 && b.AtHQ == 0
+		})
+		sold += sellAll(t, t1) + sellAll(t, t2)
+	}
+
+	// Heal: till-2 with till-1 as its peer again.
+	if err := t2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t2 = startNode(t, dev2, anchorOpt, func(c *Config) { c.Peers = []string{tcpAddr(t, t1)}; c.DataDir = dir2 })
+	waitFor(t, 20*time.Second, "every replica to converge", func() bool {
+		d := hq.l.Digest("s1")
+		return t1.l.Digest("s1") == d && t2.l.Digest("s1") == d
+	})
+	total := 0
+	for _, s := range salesOf(t, hq) {
+		for _, l := range s.Lines {
+			if l.SKU == "SCARF" {
+				total += int(l.Qty)
+			}
+		}
+	}
+	if sold != 5 || total != 5 {
+		t.Fatalf("sold %d (HQ holds %d sold units), want exactly 5", sold, total)
+	}
+	for _, n := range []*Node{hq, t1, t2} {
+		if oh := onHandOf(t, n, "SCARF"); oh != 0 {
+			t.Fatalf("on_hand %d, want 0", oh)
+		}
+		if cs := n.l.Conflicts("s1"); len(cs) != 0 {
+			t.Fatalf("conflicts: %+v", cs)
+		}
+		if v := allotOf(t, n, "SCARF"); v.Total != 0 || len(v.Overspent) != 0 {
+			t.Fatalf("allotment after heal: %+v", v)
+		}
+	}
+}
+
+// BenchmarkAllotRefill: the time for units to reach a terminal that ran
+// out while a connected peer holds some (real libp2p on loopback, real
+// badger): till-1 sells what it holds, its reactor writes a request,
+// till-2's reactor answers with a transfer, and till-1 holds units again.
+// Issue 14's target: under 1 s on a LAN.
+func BenchmarkAllotRefill(b *testing.B) {
+	f := newTestFleet(b, 15)
+	t2 := startNode(b, f.enroll(b, "s1", ledger.RoleManager, "till-2"))
+	t1 := startNode(b, f.enroll(b, "s1", ledger.RoleTerminal, "till-1"), func(c *Config) { c.Peers = []string{tcpAddr(b, t2)} })
+	setItem(b, t2, "SCARF", "Scarf", 900)
+	must(b, t2, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"allotted": true})
+	must(b, t2, 201, "POST", "/v1/stock/received", map[string]any{"sku": "SCARF", "qty": 1_000_000})
+	waitFor(b, 20*time.Second, "till-1 to get its first units", func() bool { return allotOf(b, t1, "SCARF").Here > 0 })
+	ctx := b.Context()
+	var total time.Duration
+	for b.Loop() {
+		for allotOf(b, t1, "SCARF").Here > 0 {
+			if _, err := t1.l.Append(ctx, "s1", ledger.KindSale, &ledger.Sale{Lines: []ledger.SaleLine{{SKU: "SCARF", Qty: 1, UnitPrice: 900}}, Currency: "EUR", Payment: "cash"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		for allotOf(b, t1, "SCARF").Here == 0 {
+			time.Sleep(100 * time.Microsecond)
+			if time.Since(start) > 20*time.Second {
+				b.Fatal("no units arrived")
+			}
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(total.Seconds()*1000/float64(b.N), "ms/refill")
+}
