@@ -82,9 +82,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		return nil, err
 	}
 	bb = l.st.numberReceipt(self, bb)
-	enc, err := crdt.Marshal(bb)
+	enc, err := marshalBody(bb)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
+		return nil, err
 	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
