@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"storemesh/crdt"
 )
 
 // ErrOwnHistoryBehind refuses a local write while this replica holds ops of
