@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
 )
 
 // ErrOwnHistoryBehind refuses a local write while this replica holds ops of
