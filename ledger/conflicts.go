@@ -134,7 +134,14 @@ func (s *state) conflicts(scope string) []Conflict {
 	if scope == "" {
 		stores = s.conflictStores()
 	}
-	var out []Conflict
+	n := 0
+	for _, st := range stores {
+		n += len(s.refundConflicts(st))
+		for _, sku := range s.overSKUs[st] {
+			n += len(s.stock[stockKey{st, sku}].conflicts)
+		}
+	}
+	out := make([]Conflict, 0, n)
 	for _, st := range stores {
 		out = append(out, s.refundConflicts(st)...)
 	}

@@ -6,12 +6,12 @@
 // signature, group-committed fsync); ApplyBatch (remote ops: signature,
 // certificate, role, store and chain checks, idempotent, out-of-order ops
 // held until their gap fills, equivocation kept as evidence); the
-// materialised state (stock PN-counters, the sale log, LWW catalog, prices
-// and policy, version vectors and digests per scope, oversell conflicts);
-// the catch-up queries sync uses; audit export/verify; and stock
-// allotments (allot*.go: a bounded counter per allotted (store, sku), its
-// ops, the Append refusal ErrAllotmentExhausted and the AllotReactor that
-// moves units between devices).
+// materialised state (stock PN-counters, the sale log, refunds bounded by
+// their sale, LWW catalog, prices and policy, version vectors and digests
+// per scope, oversell and over_refund conflicts, receipt numbers); the
+// catch-up queries sync uses; audit export/verify; and stock allotments
+// (allot*.go: a bounded counter per allotted (store, sku), its ops, the
+// Append refusal ErrAllotmentExhausted and the AllotReactor).
 //
 // Invariants:
 //   - An op is acknowledged (Append returns, or a version vector covers it)
@@ -30,6 +30,16 @@
 //     the Digest does not depend on arrival order. Which revocations count
 //     (authority, a revoker's revocation past its own cut-off is void) is
 //     judged from the set of revocation ops alone (judgeRevocations).
+//   - A refund never credits more than its sale has left (refunds.go): per
+//     sale, refunds in (hlc, device, seq, hash) order are honoured up to
+//     the units and money left; the excess is an over_refund conflict. An
+//     arrival re-evaluates only its own sale's refunds.
+//   - Oversells are cached per (store, sku) and recomputed only when that
+//     counter or its sale lines change (conflicts.go); only stock-tracked
+//     SKUs oversell (catalog Stock, or any stock op in the store).
+//   - Receipt numbers are in the signed body, gapless per chain for sales
+//     and for refunds (receipts.go); Append takes the next one under the
+//     ledger lock, after every check that could refuse the op.
 //   - Storage faults are refused, never survived silently (badger.go,
 //     ownrecord.go): every write first asks the datastore's free-space
 //     guard (SpaceChecker) and is refused with ErrNoSpace, nothing placed,
@@ -64,6 +74,12 @@
 //     for it: a device re-enrolled under the same id with another role or
 //     store could be judged differently by replicas holding different
 //     certificates of it.
+//   - A refund whose sale is in another store, or has not arrived, has no
+//     effect and is not flagged: a replica cannot tell "not yet" from
+//     "never". Audit verify counts such refunds as unmatched.
+//   - A forked chain may reuse receipt numbers (both branches numbered from
+//     the same count); the fork is flagged, and a receipt lookup picks the
+//     smaller sale id on every replica.
 //   - Ops held for a missing predecessor live in memory only (held.go),
 //     bounded in bytes (MaxHeldBytes), per author (MaxHeldPerAuthor) and in
 //     time (HeldTTL); a dropped or refused op is sent again by its holder.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -391,11 +392,16 @@ func (l *Ledger) Digest(scope string) string {
 		h.Write([]byte("s\x00" + k.sku + "\x00"))
 		h.Write(n[:])
 	}
+	var buf []byte
 	l.st.eachConflict(scope, func(c *Conflict, resolved bool) {
-		fmt.Fprintf(h, "c\x00%s\x00%d\x00%t", c.ID, c.Oversold, resolved)
+		// "c\x00ID\x00OVERSOLD\x00RESOLVED", and "\x00EXCESS" for a refund.
+		buf = append(append(append(buf[:0], "c\x00"...), c.ID...), 0)
+		buf = append(strconv.AppendInt(buf, c.Oversold, 10), 0)
+		buf = strconv.AppendBool(buf, resolved)
 		if c.Kind == ConflictOverRefund {
-			fmt.Fprintf(h, "\x00%d", c.Excess)
+			buf = strconv.AppendInt(append(buf, 0), c.Excess, 10)
 		}
+		h.Write(buf)
 	})
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -233,3 +233,45 @@ func TestAuditCountsRefundsOnce(t *testing.T) {
 		t.Errorf("refund conflicts in the report %+v, want the ledger's %+v", rep.RefundConflicts, ts[0].l.Conflicts("s1"))
 	}
 }
+
+// Concurrent refunds of one line on one till (group commit on badger):
+// exactly one is written, the others refused, and no conflict arises.
+func TestConcurrentRefundsOfOneLine(t *testing.T) {
+	ctx := context.Background()
+	f := ledgertest.NewFleet(65)
+	d := f.Enroll("s1", ledger.RoleTerminal)
+	st, err := ledger.OpenBadger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l, err := f.Open(ctx, st, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sale := mustAppend(t, l, ledger.KindSale, teaAndCake())
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := l.Append(ctx, "s1", ledger.KindRefund, cakeRefund(sale.ID()))
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ledger.ErrRefundExceedsSale):
+			t.Errorf("refund: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d refunds of one cake written, want 1", ok)
+	}
+	if cs := l.Conflicts("s1"); len(cs) != 0 {
+		t.Errorf("conflicts %+v", cs)
+	}
+}

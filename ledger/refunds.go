@@ -55,6 +55,9 @@ type refundBook struct {
 }
 
 func (s *state) addRefund(o *Op, b *Refund) {
+	if len(s.inflight) > 0 {
+		s.releaseRefund(b)
+	}
 	bk := s.books[b.Sale]
 	if bk == nil {
 		bk = &refundBook{}
@@ -164,10 +167,21 @@ func (s *state) checkRefund(store string, b *Refund) error {
 	for _, l := range rec.Lines {
 		sold[l.SKU] += l.Qty
 	}
-	var done map[string]int64
+	done := map[string]int64{}
 	var refunded int64
 	if bk := s.books[b.Sale]; bk != nil {
-		done, refunded = bk.units, bk.amount
+		for k, v := range bk.units {
+			done[k] = v
+		}
+		refunded = bk.amount
+	}
+	// Local refunds appended but not yet durable (a group commit under
+	// way) count as refunded already.
+	for _, p := range s.inflight[b.Sale] {
+		for _, l := range p.Lines {
+			done[l.SKU] += l.Qty
+		}
+		refunded += p.Amount
 	}
 	want := map[string]int64{}
 	for _, l := range b.Lines {
@@ -184,6 +198,30 @@ func (s *state) checkRefund(store string, b *Refund) error {
 		return fmt.Errorf("%w: sale %s has %d left to refund; refund asks %d", ErrRefundExceedsSale, b.Sale, rec.Total-refunded, b.Amount)
 	}
 	return nil
+}
+
+// holdRefund notes a local refund Append placed and is committing, so a
+// concurrent refund of the same sale is checked against it; apply drops it
+// once the refund is durable and in the books.
+func (s *state) holdRefund(b body) {
+	if r, ok := b.(*Refund); ok {
+		s.inflight[r.Sale] = append(s.inflight[r.Sale], r)
+	}
+}
+
+func (s *state) releaseRefund(b *Refund) {
+	l := s.inflight[b.Sale]
+	for i, p := range l {
+		if p == b {
+			l = slices.Delete(l, i, i+1)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(s.inflight, b.Sale)
+	} else {
+		s.inflight[b.Sale] = l
+	}
 }
 
 // RefundRecord is one refund of a sale and what of it is honoured.

@@ -83,6 +83,7 @@ type state struct {
 	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
 	byRef    map[string]string      // device + "\x00" + ref → sale id (idempotency)
 	books    map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
+	inflight map[string][]*Refund   // sale id → local refunds being committed (refunds.go)
 	catalog  map[string]*crdt.LWW[CatalogItem]
 	prices   map[string]*crdt.LWW[PriceSet]
 	policy   map[string]*crdt.LWW[Policy]
@@ -106,6 +107,7 @@ func newState() *state {
 		sales:      map[string]*SaleRecord{},
 		byRef:      map[string]string{},
 		books:      map[string]*refundBook{},
+		inflight:   map[string][]*Refund{},
 		catalog:    map[string]*crdt.LWW[CatalogItem]{},
 		prices:     map[string]*crdt.LWW[PriceSet]{},
 		policy:     map[string]*crdt.LWW[Policy]{},

@@ -10,8 +10,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"storemesh/crdt"
 )
 
 // ErrOwnHistoryBehind refuses a local write while this replica holds ops of
@@ -85,9 +83,9 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		return nil, err
 	}
 	bb = l.st.numberReceipt(self, bb)
-	enc, err := crdt.Marshal(bb)
+	enc, err := marshalBody(bb)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
+		return nil, err
 	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
@@ -107,6 +105,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		return nil, err
 	}
 	l.st.reserveReceipt(self, bb)
+	l.st.holdRefund(bb)
 	c.place(o, placeNext)
 	reserve(o)
 	// This process just signed it with the key of its own certificate

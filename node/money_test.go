@@ -1,12 +1,14 @@
 package node
 
 import (
+	"context"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/ledger/ledgertest"
 )
 
 // The issue 11 report across two real nodes (libp2p on loopback, badger):
@@ -100,5 +102,78 @@ func TestUntrackedCatalogItems(t *testing.T) {
 	}
 	if st := n.status(); st.Conflicts != 1 {
 		t.Errorf("tracked coffee sold with no stock: %d conflicts, want 1", st.Conflicts)
+	}
+}
+
+// The double refund across a partition: a till that was offline refunded
+// the same CAKE as till-1 did over HTTP. Once its refund arrives, every
+// node shows the same over_refund conflict, the cake is back in stock
+// once, and the sale's refunded counts it once.
+func TestPartitionedDoubleRefundConflictEverywhere(t *testing.T) {
+	ctx := context.Background()
+	f := newTestFleet(t, 34)
+	till1 := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "till-1"))
+	till2 := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-2"), func(c *Config) { c.Peers = []string{tcpAddr(t, till1)} })
+	setItem(t, till1, "TEA", "Tea", 350)
+	setItem(t, till1, "CAKE", "Cake", 300)
+	must(t, till1, 201, "POST", "/v1/stock/received", map[string]any{"sku": "CAKE", "qty": 5})
+	body := map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 2}, {"sku": "CAKE", "qty": 1}}, "payment": map[string]any{"method": "cash"}}
+	var s saleResult
+	must(t, till1, 201, "POST", "/v1/sales", body).decode(t, &s)
+
+	// till-3 got the sale before it went offline, and refunds the cake.
+	dev3 := f.enroll(t, "s1", ledger.RoleTerminal, "till-3")
+	cfg := ledger.DefaultConfig()
+	cfg.Fleet, cfg.Self, cfg.Key = dev3.Fleet, dev3.Cert, dev3.Key
+	till3, err := ledger.Open(ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer till3.Close()
+	if _, err := till3.AddCertificate(ctx, till1.self.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	var saleRaw [][]byte // till-1's chain up to the sale
+	if err := till1.l.Range(ctx, "s1", s.Device, 0, s.Seq, 1<<20, func(b []ledger.RawOp) error {
+		for _, r := range b {
+			saleRaw = append(saleRaw, r.Bytes)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := till3.ApplyBatch(ctx, saleRaw); err != nil {
+		t.Fatal(err)
+	}
+	offline, err := till3.Append(ctx, "s1", ledger.KindRefund, &ledger.Refund{Sale: s.SaleID, Lines: []ledger.RefundLine{{SKU: "CAKE", Qty: 1}}, Amount: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cake := map[string]any{"sale_id": s.SaleID, "lines": []map[string]any{{"sku": "CAKE", "qty": 1}}}
+	must(t, till1, 201, "POST", "/v1/refunds", cake) // till-1 does not know of till-3's yet
+
+	// till-3 comes back: its certificate and its refund reach till-1.
+	for _, n := range []*Node{till1, till2} {
+		if _, err := n.l.AddCertificate(ctx, dev3.Cert.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rs, err := till1.l.ApplyBatch(ctx, [][]byte{offline.Raw()}); err != nil || rs[0].Outcome != ledger.Applied {
+		t.Fatalf("till-3's refund at till-1: %v %+v", err, rs)
+	}
+	waitFor(t, 10*time.Second, "till-2 to sync", func() bool { return till1.l.Digest("s1") == till2.l.Digest("s1") })
+	for i, n := range []*Node{till1, till2} {
+		var cs struct{ Conflicts []ledger.Conflict }
+		must(t, n, 200, "GET", "/v1/conflicts", nil).decode(t, &cs)
+		if len(cs.Conflicts) != 1 || cs.Conflicts[0].Kind != ledger.ConflictOverRefund || cs.Conflicts[0].Sale != s.SaleID || cs.Conflicts[0].Excess != 300 {
+			t.Errorf("till-%d: conflicts %+v, want one over_refund", i+1, cs.Conflicts)
+		}
+		rec, _ := n.l.Sale(s.SaleID)
+		if rec.Refunded != 300 || onHandOf(t, n, "CAKE") != 5 {
+			t.Errorf("till-%d: refunded %d, CAKE %d; want 300 and 5 (one refund counted)", i+1, rec.Refunded, onHandOf(t, n, "CAKE"))
+		}
+		if st := n.status(); st.Conflicts != 1 {
+			t.Errorf("till-%d: status shows %d conflicts", i+1, st.Conflicts)
+		}
 	}
 }

@@ -55,7 +55,9 @@
 //     once and nothing else;
 //   - stock-conserved: OnHand per (store, SKU) equals the harness's own
 //     sum of the acknowledged ops: received − sold + refunded ± transfers
-//     ± count corrections;
+//     ± count corrections, refunds counted by the ledger's rule (per sale,
+//     in (hlc, device, seq, hash) order, up to the units left: a line two
+//     partitioned terminals both refunded counts once);
 //   - same-conflicts: every replica of a store lists the same conflicts;
 //   - forks-flagged: a device with two acknowledged ops at one seq (a
 //     restored device that sold before it learned its last seq) is listed
