@@ -115,6 +115,8 @@ type world struct {
 
 	salesOf map[*node]map[string][]string // checks: anchors' sale ids by store
 
+	reactors []*ledger.AllotReactor // per node, when the catalog has an allotted SKU (allot.go)
+
 	rep *Report
 }
 
@@ -270,6 +272,7 @@ func (w *world) tick(n *node) {
 			w.flush(li, side)
 		}
 	}
+	w.react(n)
 }
 
 // check runs every Check interval from the quiet point until every
