@@ -178,10 +178,9 @@ func (b *AllotWriteoff) validate() error {
 	return nil
 }
 
-// allotMove is one stock movement of a (store, sku): the op's chain id and
-// seq, and its signed delta.
+// allotMove is one stock movement of a (store, sku) in one chain: the op's
+// seq and its signed delta (16 bytes a movement; kept per chain id).
 type allotMove struct {
-	chain string
 	seq   uint64
 	delta int64
 }
@@ -204,7 +203,7 @@ type allotAct struct {
 // allotSKU is everything known about one (store, sku) for allotments.
 type allotSKU struct {
 	conv  crdt.LWW[allotConv]
-	moves []allotMove
+	moves map[string][]allotMove // chain id → its movements, in seq order
 	acts  []allotAct // transfers, requests, write-offs of every epoch
 	calc  *allotCalc // derived for conv's epoch; nil until asked for or after conv changed
 }
@@ -226,8 +225,10 @@ func (a *allotSKU) counter() *allotCalc {
 	}
 	c := &allotCalc{epoch: a.conv.Value.ID, requests: map[string]allotAct{}}
 	a.calc = c
-	for _, m := range a.moves {
-		a.addMove(m)
+	for chain, ms := range a.moves {
+		for _, m := range ms {
+			a.addMove(chain, m)
+		}
 	}
 	for _, x := range a.acts {
 		a.addAct(x)
@@ -235,10 +236,10 @@ func (a *allotSKU) counter() *allotCalc {
 	return c
 }
 
-func (a *allotSKU) addMove(m allotMove) {
+func (a *allotSKU) addMove(chain string, m allotMove) {
 	c := a.calc
-	owner := ChainOwner(m.chain)
-	if s := a.conv.Value.Set.Seen; m.seq <= s[m.chain] {
+	owner := ChainOwner(chain)
+	if s := a.conv.Value.Set.Seen; m.seq <= s[chain] {
 		owner = a.conv.Value.By
 	}
 	if m.delta > 0 {
@@ -283,10 +284,13 @@ func (s *state) allotOf(store, sku string) *allotSKU {
 
 func (s *state) allotMoved(o *Op, sku string, delta int64) {
 	a := s.allotOf(o.Store, sku)
-	m := allotMove{chain: o.Device, seq: o.Seq, delta: delta}
-	a.moves = append(a.moves, m)
+	m := allotMove{seq: o.Seq, delta: delta}
+	if a.moves == nil {
+		a.moves = map[string][]allotMove{}
+	}
+	a.moves[o.Device] = append(a.moves[o.Device], m)
 	if a.calc != nil && a.calc.epoch == a.conv.Value.ID {
-		a.addMove(m)
+		a.addMove(o.Device, m)
 	}
 }
 
