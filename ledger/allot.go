@@ -204,8 +204,8 @@ type allotAct struct {
 type allotSKU struct {
 	conv  crdt.LWW[allotConv]
 	moves map[string][]allotMove // chain id → its movements, in seq order
-	acts  []allotAct // transfers, requests, write-offs of every epoch
-	calc  *allotCalc // derived for conv's epoch; nil until asked for or after conv changed
+	acts  []allotAct             // transfers, requests, write-offs of every epoch
+	calc  *allotCalc             // derived for conv's epoch; nil until asked for or after conv changed
 }
 
 // allotCalc is the counter under the epoch in force.
