@@ -13,8 +13,10 @@ import (
 // placed in its chain but group commit has not made durable (and so not
 // materialised) yet: two concurrent sales must not both spend one unit.
 type allotInFlight struct {
-	units map[stockKey]int64
-	ops   map[Hash][]allotSpend
+	units      map[stockKey]int64
+	ops        map[Hash][]allotSpend
+	overspends uint64                       // devices seen overspent, per (store, sku)
+	flagged    map[stockKey]map[string]bool // which
 }
 
 type allotSpend struct {
@@ -138,12 +140,16 @@ func (f *allotInFlight) reserve(h Hash, sp []allotSpend) {
 	}
 }
 
-// allotLanded releases an own op's reservation once it is materialised.
+// allotLanded releases an own op's reservation once it is materialised,
+// and flags a device an op left with negative rights (logged and counted;
+// the state shows it under AllotStatus.Overspent).
 // Called under l.mu.
-func (l *Ledger) allotLanded(o *Op) {
+func (l *Ledger) allotLanded(p pendingOp) {
+	o := p.op
 	f := &l.allotHeld
 	sp, ok := f.ops[o.hash]
 	if !ok {
+		l.allotFlag(p)
 		return
 	}
 	delete(f.ops, o.hash)
@@ -152,6 +158,62 @@ func (l *Ledger) allotLanded(o *Op) {
 			delete(f.units, s.k)
 		}
 	}
+}
+
+func (l *Ledger) allotFlag(p pendingOp) {
+	var skus []string
+	switch b := p.body.(type) {
+	case *Sale:
+		for _, ln := range b.Lines {
+			skus = append(skus, ln.SKU)
+		}
+	case *AllotTransfer:
+		skus = []string{b.SKU}
+	case *AllotSet:
+		skus = []string{b.SKU}
+	case *AllotWriteoff:
+		skus = []string{b.SKU}
+	case *StockTransferred:
+		skus = []string{b.SKU}
+	case *StockCounted:
+		skus = []string{b.SKU}
+	default:
+		return
+	}
+	f := &l.allotHeld
+	for _, sku := range skus {
+		k := stockKey{p.op.Store, sku}
+		a := l.st.allot[k]
+		if !a.allotted() {
+			continue
+		}
+		c := a.counter()
+		for _, d := range c.bc.Devices() {
+			r := c.bc.Rights(d)
+			if r >= 0 || f.flagged[k][d] {
+				continue
+			}
+			if f.flagged == nil {
+				f.flagged = map[stockKey]map[string]bool{}
+			}
+			if f.flagged[k] == nil {
+				f.flagged[k] = map[string]bool{}
+			}
+			f.flagged[k][d] = true
+			f.overspends++
+			l.log.Warn("allotment overspent: a device spent units it did not hold", "op", p.op.String(),
+				"device", d, "store", k.store, "sku", sku, "rights", r)
+		}
+	}
+}
+
+// AllotOverspends counts the (store, sku, device) found with negative
+// rights to an allotted SKU since Open (replay included): each is logged
+// once, and listed by AllotStatus.Overspent.
+func (l *Ledger) AllotOverspends() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.allotHeld.overspends
 }
 
 // AllotHolding is one device's units of an allotted SKU.

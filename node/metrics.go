@@ -83,12 +83,13 @@ var (
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
+	descOverspent  = prometheus.NewDesc("storemesh_allotment_overspends_total", "Devices found spending units of an allotted SKU they did not hold (per store and SKU).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns} {
+		descProtoErr, descConflicts, descEventConns, descOverspent} {
 		ch <- d
 	}
 }
@@ -111,6 +112,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descHeld, float64(st.Held))
 	counter(descForks, float64(st.Forks))
 	counter(descCommits, float64(st.Commits))
+	counter(descOverspent, float64(n.l.AllotOverspends()))
 
 	now := n.cfg.Now()
 	m := n.mesh()
