@@ -269,15 +269,23 @@ func (a *allotSKU) addAct(x allotAct) {
 	}
 }
 
+// allotBook is the state's allotment part: every (store, sku) with a stock
+// movement or an allotment op, and the set of those allotted now.
+type allotBook struct {
+	skus map[stockKey]*allotSKU
+	on   map[stockKey]bool
+}
+
 func (s *state) allotOf(store, sku string) *allotSKU {
-	if s.allot == nil {
-		s.allot = map[stockKey]*allotSKU{}
+	if s.allot.skus == nil {
+		s.allot.skus = map[stockKey]*allotSKU{}
+		s.allot.on = map[stockKey]bool{}
 	}
 	k := stockKey{store, sku}
-	a := s.allot[k]
+	a := s.allot.skus[k]
 	if a == nil {
 		a = &allotSKU{}
-		s.allot[k] = a
+		s.allot.skus[k] = a
 	}
 	return a
 }
@@ -322,6 +330,11 @@ func (s *state) allotApply(o *Op, b body) {
 		a := s.allotOf(o.Store, b.SKU)
 		if a.conv.Set(allotConv{ID: o.ID(), By: ChainOwner(o.Device), Set: *b}, o.HLC, o.Device) {
 			a.calc = nil
+			if k := (stockKey{o.Store, b.SKU}); b.Allotted {
+				s.allot.on[k] = true
+			} else {
+				delete(s.allot.on, k)
+			}
 		}
 	case *AllotTransfer, *AllotRequest, *AllotWriteoff:
 		var sku string

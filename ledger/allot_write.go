@@ -45,7 +45,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte
 			spends = addSpend(spends, stockKey{store, b.SKU}, b.Qty)
 		}
 	case *AllotSet:
-		a := l.st.allot[stockKey{store, b.SKU}]
+		a := l.st.allot.skus[stockKey{store, b.SKU}]
 		if b.Allotted && a.allotted() {
 			return nil, nil, fmt.Errorf("%w: %s is already allotted in %s", ErrBadInput, b.SKU, store)
 		}
@@ -75,7 +75,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte
 		if b.Device == self {
 			return nil, nil, fmt.Errorf("%w: write-off of one's own units", ErrBadInput)
 		}
-		c := l.st.allot[stockKey{store, b.SKU}].counter()
+		c := l.st.allot.skus[stockKey{store, b.SKU}].counter()
 		if r := c.bc.Rights(b.Device); r < b.Units {
 			return nil, nil, fmt.Errorf("%w: %s holds %d units of %s, not %d", ErrBadInput, b.Device, r, b.SKU, b.Units)
 		}
@@ -83,7 +83,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte
 	// Only allotted SKUs are checked; sum the op's spends per SKU first.
 	var held []allotSpend
 	for _, sp := range spends {
-		a := l.st.allot[sp.k]
+		a := l.st.allot.skus[sp.k]
 		if !a.allotted() {
 			continue
 		}
@@ -119,7 +119,7 @@ func addSpend(s []allotSpend, k stockKey, n int64) []allotSpend {
 }
 
 func (l *Ledger) allotEpochOK(store, sku, epoch string) error {
-	a := l.st.allot[stockKey{store, sku}]
+	a := l.st.allot.skus[stockKey{store, sku}]
 	if !a.allotted() {
 		return fmt.Errorf("%w: %s is not allotted in %s", ErrBadInput, sku, store)
 	}
@@ -183,7 +183,7 @@ func (l *Ledger) allotFlag(p pendingOp) {
 	f := &l.allotHeld
 	for _, sku := range skus {
 		k := stockKey{p.op.Store, sku}
-		a := l.st.allot[k]
+		a := l.st.allot.skus[k]
 		if !a.allotted() {
 			continue
 		}
@@ -285,7 +285,7 @@ func (s *AllotStatus) Rights(device string) int64 {
 func (l *Ledger) Allotted(store, sku string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.st.allot[stockKey{store, sku}].allotted()
+	return l.st.allot.skus[stockKey{store, sku}].allotted()
 }
 
 // Allotments lists the allotted SKUs of store ("" for every store),
@@ -294,9 +294,9 @@ func (l *Ledger) Allotments(store string) []AllotStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []AllotStatus
-	for k, a := range l.st.allot {
-		if (store == "" || k.store == store) && a.allotted() {
-			out = append(out, l.allotStatusLocked(k, a))
+	for k := range l.st.allot.on {
+		if store == "" || k.store == store {
+			out = append(out, l.allotStatusLocked(k, l.st.allot.skus[k]))
 		}
 	}
 	slices.SortFunc(out, func(a, b AllotStatus) int { return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.SKU, b.SKU)) })
@@ -309,7 +309,7 @@ func (l *Ledger) Allotment(store, sku string) (AllotStatus, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := stockKey{store, sku}
-	a := l.st.allot[k]
+	a := l.st.allot.skus[k]
 	if !a.allotted() {
 		return AllotStatus{Store: store, SKU: sku}, false
 	}
@@ -354,7 +354,7 @@ func (l *Ledger) holding(device string, units int64) AllotHolding {
 
 // holdingsLocked lists the devices other than self holding units of k.
 func (l *Ledger) holdingsLocked(k stockKey, self string) []AllotHolding {
-	st := l.allotStatusLocked(k, l.st.allot[k])
+	st := l.allotStatusLocked(k, l.st.allot.skus[k])
 	out := st.Holders[:0:0]
 	for _, h := range st.Holders {
 		if h.Device != self {

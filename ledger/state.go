@@ -72,7 +72,7 @@ type state struct {
 	policy   map[string]*crdt.LWW[Policy]
 	resolved map[string]*crdt.LWW[ConflictResolved]
 	revoked  map[string]crdt.Timestamp // device → earliest revocation
-	allot    map[stockKey]*allotSKU    // stock allotments (allot.go); made on first use
+	allot    allotBook                 // stock allotments (allot.go)
 }
 
 func newState() *state {
