@@ -11,7 +11,8 @@ import (
 )
 
 // TestImportFences enforces DESIGN §2 and STYLE.md: imports point downward
-// only (cmd → node → mesh → ledger → crdt, sim → mesh, ledger, crdt), crdt
+// only (cmd → node → mesh → ledger → crdt, sim → mesh, ledger, crdt,
+// node → sink → ledger, crdt), crdt
 // and ledger do no networking, and no libp2p reaches crdt, ledger or sim.
 //
 // libp2p is fenced transitively. "net" is fenced transitively for crdt
@@ -31,6 +32,11 @@ func TestImportFences(t *testing.T) {
 		{dir: "ledger", ours: only("storemesh/ledger", "storemesh/crdt"), noLibp2p: true, noNetInOwned: true},
 		{dir: "mesh", ours: only("storemesh/mesh", "storemesh/ledger", "storemesh/crdt")},
 		{dir: "sim", ours: only("storemesh/sim", "storemesh/mesh", "storemesh/ledger", "storemesh/crdt"), noLibp2p: true},
+		// The anchor's sinks: node imports them; they read the ledger only
+		// (never the mesh: a sink knows nothing of peers).
+		{dir: "sink", ours: only("storemesh/sink", "storemesh/ledger", "storemesh/crdt"), noLibp2p: true},
+		{dir: "sink/pg", ours: onlyExact("storemesh/sink/pg", "storemesh/sink", "storemesh/ledger", "storemesh/crdt"), noLibp2p: true},
+		{dir: "sink/mqtt", ours: onlyExact("storemesh/sink/mqtt", "storemesh/sink", "storemesh/ledger", "storemesh/crdt"), noLibp2p: true},
 	}
 	for _, fc := range fences {
 		t.Run(fc.dir, func(t *testing.T) {
@@ -86,6 +92,20 @@ func (p goPackage) via() string {
 		return "directly"
 	}
 	return "imported by " + strings.Join(p.importers, ", ")
+}
+
+// onlyExact allows exactly these packages (and crdt's and ledger's
+// subpackages), not every package beneath each: sink/pg may use sink but
+// not sink/mqtt.
+func onlyExact(paths ...string) func(string) bool {
+	return func(p string) bool {
+		for _, q := range paths {
+			if p == q || (strings.HasPrefix(p, q+"/") && (q == "storemesh/crdt" || q == "storemesh/ledger")) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func only(paths ...string) func(string) bool {

@@ -13,8 +13,6 @@ import (
 	"storemesh/ledger/ledgertest"
 )
 
-func named(n string) ledgertest.DeviceOpt { return func(c *ledger.Certificate) { c.Name = n } }
-
 // allotShop: terminals A ("till-1"), B ("till-2"), manager M and anchor H
 // of store s1, each with its own ledger knowing every certificate.
 type allotShop struct {

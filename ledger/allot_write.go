@@ -32,7 +32,7 @@ func noReserve(*Op) {}
 // Seen with this replica's version vector of the store, and returns the
 // (possibly re-encoded) body and a func that reserves the op's spends once
 // it is placed.
-func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte, func(*Op), error) {
+func (l *Ledger) allotCheck(store string, kind Kind, b body) (func(*Op), error) {
 	self := ChainOwner(l.cfg.Self.Device)
 	var spends []allotSpend
 	switch b := b.(type) {
@@ -47,37 +47,36 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte
 	case *AllotSet:
 		a := l.st.allot.skus[stockKey{store, b.SKU}]
 		if b.Allotted && a.allotted() {
-			return nil, nil, fmt.Errorf("%w: %s is already allotted in %s", ErrBadInput, b.SKU, store)
+			return nil, fmt.Errorf("%w: %s is already allotted in %s", ErrBadInput, b.SKU, store)
 		}
 		if !b.Allotted {
 			b.Seen = nil
 		} else {
 			b.Seen = maps.Clone(map[string]uint64(l.vv[store]))
 		}
-		out, err := marshalBody(b)
-		return out, noReserve, err
+		return noReserve, nil // Append encodes the body as changed here
 	case *AllotTransfer:
 		if err := l.allotEpochOK(store, b.SKU, b.Epoch); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if b.To == self {
-			return nil, nil, fmt.Errorf("%w: transfer to oneself", ErrBadInput)
+			return nil, fmt.Errorf("%w: transfer to oneself", ErrBadInput)
 		}
 		spends = addSpend(spends, stockKey{store, b.SKU}, b.Qty)
 	case *AllotRequest:
 		if err := l.allotEpochOK(store, b.SKU, b.Epoch); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	case *AllotWriteoff:
 		if err := l.allotEpochOK(store, b.SKU, b.Epoch); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if b.Device == self {
-			return nil, nil, fmt.Errorf("%w: write-off of one's own units", ErrBadInput)
+			return nil, fmt.Errorf("%w: write-off of one's own units", ErrBadInput)
 		}
 		c := l.st.allot.skus[stockKey{store, b.SKU}].counter()
 		if r := c.bc.Rights(b.Device); r < b.Units {
-			return nil, nil, fmt.Errorf("%w: %s holds %d units of %s, not %d", ErrBadInput, b.Device, r, b.SKU, b.Units)
+			return nil, fmt.Errorf("%w: %s holds %d units of %s, not %d", ErrBadInput, b.Device, r, b.SKU, b.Units)
 		}
 	}
 	// Only allotted SKUs are checked; sum the op's spends per SKU first.
@@ -89,15 +88,15 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body, enc []byte) ([]byte
 		}
 		here := a.counter().bc.Rights(self) - l.allotHeld.units[sp.k]
 		if here < sp.n {
-			return nil, nil, &AllotmentError{Store: sp.k.store, SKU: sp.k.sku, Want: sp.n, Here: max(here, 0),
+			return nil, &AllotmentError{Store: sp.k.store, SKU: sp.k.sku, Want: sp.n, Here: max(here, 0),
 				Elsewhere: l.holdingsLocked(sp.k, self)}
 		}
 		held = append(held, sp)
 	}
 	if len(held) == 0 {
-		return enc, noReserve, nil
+		return noReserve, nil
 	}
-	return enc, func(o *Op) { l.allotHeld.reserve(o.hash, held) }, nil
+	return func(o *Op) { l.allotHeld.reserve(o.hash, held) }, nil
 }
 
 func marshalBody(b body) ([]byte, error) {

@@ -178,11 +178,18 @@ type SalesTotal struct {
 	Total    int64  `json:"total"` // minor units
 }
 
-// RefundTotal is the sum of the valid refunds of one store.
+// RefundTotal is the sum of the valid refunds of one store, counted with
+// the ledger's rule (refunds.go): Amount is what their sales honour, each
+// unit and each cent of a sale refunded once.
 type RefundTotal struct {
 	Store   string `json:"store"`
 	Refunds int    `json:"refunds"`
-	Amount  int64  `json:"amount"` // minor units
+	Amount  int64  `json:"amount"` // minor units honoured
+	// Conflicts counts refunds that asked more than their sale had left
+	// (over_refund conflicts, listed in Report.RefundConflicts).
+	Conflicts int `json:"conflicts,omitempty"`
+	// Unmatched counts refunds whose sale is not in the ops (honoured 0).
+	Unmatched int `json:"unmatched,omitempty"`
 }
 
 // Revocation is a device.revoked op found in the ops.
@@ -195,16 +202,19 @@ type Revocation struct {
 // Report is what an audit found. Chains, Forks and the totals are computed
 // from the ops, not taken from the manifest.
 type Report struct {
-	Manifest    Manifest       `json:"manifest"` // as read from the bundle
-	Certs       int            `json:"certs"`
-	Ops         int            `json:"ops"`
-	Chains      []ChainSummary `json:"chains"`
-	Forks       []Fork         `json:"forks"`
-	Sales       []SalesTotal   `json:"sales"`
-	Refunds     []RefundTotal  `json:"refunds"`
-	Revocations []Revocation   `json:"revocations"`
-	First       crdt.Timestamp `json:"first"` // earliest op HLC
-	Last        crdt.Timestamp `json:"last"`  // latest op HLC
+	Manifest Manifest       `json:"manifest"` // as read from the bundle
+	Certs    int            `json:"certs"`
+	Ops      int            `json:"ops"`
+	Chains   []ChainSummary `json:"chains"`
+	Forks    []Fork         `json:"forks"`
+	Sales    []SalesTotal   `json:"sales"`
+	Refunds  []RefundTotal  `json:"refunds"`
+	// RefundConflicts are the over_refund conflicts the ops hold, as the
+	// ledger lists them: a double refund is reported, never passed.
+	RefundConflicts []Conflict     `json:"refund_conflicts"`
+	Revocations     []Revocation   `json:"revocations"`
+	First           crdt.Timestamp `json:"first"` // earliest op HLC
+	Last            crdt.Timestamp `json:"last"`  // latest op HLC
 }
 
 // VerifyOptions configures VerifyBundle.
@@ -476,12 +486,13 @@ type verifier struct {
 	nOps     int
 	sales    map[[2]string]*SalesTotal
 	refunds  map[string]*RefundTotal
+	st       *state // sales and refunds, to count refunds by the ledger's rule
 }
 
 func newVerifier(fleet ed25519.PublicKey) *verifier {
 	v := &verifier{
 		fleet: fleet, certs: map[string][]*Certificate{}, rep: &Report{},
-		sales: map[[2]string]*SalesTotal{}, refunds: map[string]*RefundTotal{},
+		sales: map[[2]string]*SalesTotal{}, refunds: map[string]*RefundTotal{}, st: newState(),
 	}
 	if fleet != nil {
 		v.fleetID = FleetID(fleet)
@@ -614,16 +625,45 @@ func (v *verifier) tally(o *Op, b body, where string) {
 		}
 		t.Sales++
 		t.Total = v.add(t.Total, b.Total(), where)
-	case *Refund:
-		t := v.refunds[o.Store]
-		if t == nil {
-			t = &RefundTotal{Store: o.Store}
-			v.refunds[o.Store] = t
-		}
-		t.Refunds++
-		t.Amount = v.add(t.Amount, b.Amount, where)
+		v.st.apply(o, b)
+	case *Refund, *ConflictResolved:
+		v.st.apply(o, b)
 	case *DeviceRevoked:
 		v.rep.Revocations = append(v.rep.Revocations, Revocation{Device: b.Device, At: o.HLC, By: o.Device})
+	}
+}
+
+// countRefunds totals the refunds the ops hold, honoured as the ledger
+// honours them, and lists their conflicts.
+func (v *verifier) countRefunds() {
+	for sale, bk := range v.st.books {
+		_, matched := v.st.sales[sale]
+		for _, r := range bk.refunds {
+			t := v.refunds[r.store]
+			if t == nil {
+				t = &RefundTotal{Store: r.store}
+				v.refunds[r.store] = t
+			}
+			t.Refunds++
+			t.Amount = v.add(t.Amount, r.paid, "refund "+r.id)
+			if !matched {
+				t.Unmatched++
+			}
+			if _, ok := v.st.refundConf[r.store]["overrefund:"+r.id]; ok {
+				t.Conflicts++
+			}
+		}
+	}
+	v.rep.RefundConflicts = []Conflict{}
+	for st := range v.st.refundConf {
+		v.rep.RefundConflicts = append(v.rep.RefundConflicts, v.st.refundConflicts(st)...)
+	}
+	slices.SortFunc(v.rep.RefundConflicts, func(a, b Conflict) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range v.rep.RefundConflicts {
+		if r := v.st.resolved[v.rep.RefundConflicts[i].ID]; r != nil {
+			res := r.Value
+			v.rep.RefundConflicts[i].Resolution = &res
+		}
 	}
 }
 
@@ -647,6 +687,7 @@ func (v *verifier) finish(m *Manifest) {
 	slices.SortFunc(rep.Sales, func(a, b SalesTotal) int {
 		return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.Currency, b.Currency))
 	})
+	v.countRefunds()
 	for _, t := range v.refunds {
 		rep.Refunds = append(rep.Refunds, *t)
 	}

@@ -24,10 +24,27 @@ const (
 	KindDeviceRevoked    Kind = "device.revoked"
 )
 
-// bodyVersion is the body version this build writes and fully understands.
+// bodyVersion is the newest body version this build fully understands.
 // Ops of a known kind with a newer body version are stored and relayed but
 // not materialised, so an old terminal can carry a new anchor's ops.
-const bodyVersion = 1
+//
+// Version 2 added fields to sales and refunds (ReceiptSeq) and catalog
+// entries (Stock). Bodies are canonical CBOR and an old build's decoder
+// re-encodes what it read, so it would refuse a body with a field it does
+// not know as not canonical: Append therefore writes those kinds as
+// version 2 (which an old build stores and relays) and every other kind
+// as version 1. Version 1 bodies of every kind still decode: the new
+// fields are omitempty, absent means zero.
+const bodyVersion = 2
+
+// writeVersion is the body version Append writes for kind.
+func writeVersion(kind Kind) uint16 {
+	switch kind {
+	case KindSale, KindRefund, KindCatalogUpsert:
+		return 2
+	}
+	return 1
+}
 
 type kindSpec struct {
 	fleetWide   bool // lives in FleetScope, not in a store
@@ -88,6 +105,9 @@ type Sale struct {
 	Payment  string     `cbor:"3,keyasint" json:"payment"`
 	Ref      string     `cbor:"4,keyasint,omitempty" json:"ref,omitempty"`     // the POS's Idempotency-Key
 	Offline  bool       `cbor:"5,keyasint,omitempty" json:"offline,omitempty"` // taken while no anchor was reachable
+	// ReceiptSeq is the device's sale number (receipts.go), set by Append;
+	// 0 in ops written before receipt numbers (body version 1).
+	ReceiptSeq uint64 `cbor:"6,keyasint,omitempty" json:"receipt_seq,omitempty"`
 }
 
 // Total is the sum of qty × unit price over the lines.
@@ -135,6 +155,9 @@ type Refund struct {
 	Lines  []RefundLine `cbor:"2,keyasint" json:"lines"`
 	Amount int64        `cbor:"3,keyasint" json:"amount"`
 	Ref    string       `cbor:"4,keyasint,omitempty" json:"ref,omitempty"`
+	// ReceiptSeq is the device's refund number (receipts.go), set by
+	// Append; 0 in ops written before receipt numbers.
+	ReceiptSeq uint64 `cbor:"5,keyasint,omitempty" json:"receipt_seq,omitempty"`
 }
 
 func (r *Refund) validate() error {
@@ -213,7 +236,17 @@ type CatalogItem struct {
 	Name      string `cbor:"2,keyasint" json:"name"`
 	UnitPrice int64  `cbor:"3,keyasint" json:"unit_price"`
 	Currency  string `cbor:"4,keyasint" json:"currency"`
+	// Stock says whether the SKU's stock is tracked (StockTracked,
+	// StockUntracked); "" leaves it to the store: tracked there once any
+	// stock op for it exists (conflicts.go).
+	Stock string `cbor:"5,keyasint,omitempty" json:"stock,omitempty"`
 }
+
+// Values of CatalogItem.Stock.
+const (
+	StockTracked   = "tracked"   // a negative counter is an oversell
+	StockUntracked = "untracked" // a coffee, a service: never oversold
+)
 
 func (b *CatalogItem) validate() error {
 	if !ValidSKU(b.SKU) {
@@ -227,6 +260,11 @@ func (b *CatalogItem) validate() error {
 	}
 	if !currencyPattern.MatchString(b.Currency) {
 		return fmt.Errorf("currency %q is not an ISO 4217 code", b.Currency)
+	}
+	switch b.Stock {
+	case "", StockTracked, StockUntracked:
+	default:
+		return fmt.Errorf("stock %q: tracked or untracked", b.Stock)
 	}
 	return nil
 }
@@ -314,6 +352,31 @@ func checkSKUQty(sku string, qty int64) error {
 // an op this build does not understand (unknown kind or newer body version):
 // such ops are stored and relayed but not materialised.
 func decodeBody(o *Op) (body, error) {
+	b, err := decodeBodyOnly(o)
+	if err != nil || b == nil {
+		return b, err
+	}
+	if err := fitsStore(o.Store, b); err != nil {
+		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
+	}
+	return b, nil
+}
+
+// decodeStored is decodeBody for an op already in storage: one an older
+// build accepted before a rule of fitsStore existed is kept, with no
+// effect on the state, rather than reported corrupt.
+func decodeStored(o *Op) (body, error) {
+	b, err := decodeBodyOnly(o)
+	if err != nil || b == nil {
+		return b, err
+	}
+	if fitsStore(o.Store, b) != nil {
+		return nil, nil
+	}
+	return b, nil
+}
+
+func decodeBodyOnly(o *Op) (body, error) {
 	spec, ok := kinds[o.Kind]
 	if !ok || o.BodyV > bodyVersion {
 		return nil, nil
@@ -329,4 +392,14 @@ func decodeBody(o *Op) (body, error) {
 		return nil, reject(ReasonBody, "%s: %v", o.Kind, err)
 	}
 	return b, nil
+}
+
+// fitsStore checks the rules that tie a body to its op's store: a
+// transfer op moves stock of its own store, so the store is its From or
+// its To.
+func fitsStore(store string, b body) error {
+	if t, ok := b.(*StockTransferred); ok && store != t.From && store != t.To {
+		return fmt.Errorf("transfer from %q to %q in store %q", t.From, t.To, store)
+	}
+	return nil
 }

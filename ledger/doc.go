@@ -29,8 +29,11 @@
 //   - Revocation is checked when an op arrives: a replica that applied a
 //     revoked device's op before it learned of the revocation keeps it. The
 //     mesh refuses revoked peers, which bounds the window.
-//   - Ops held for a missing predecessor live in memory only (bounded by
-//     Config.MaxHeld); after a restart peers send them again.
+//   - Ops held for a missing predecessor live in memory only (held.go),
+//     bounded in bytes (MaxHeldBytes), per author (MaxHeldPerAuthor) and in
+//     time (HeldTTL); a dropped or refused op is sent again by its holder.
+//     An own op dropped raises the own-chain floor first, so local writes
+//     keep waiting (ErrOwnHistoryBehind).
 //   - Replay on open re-reads every op: start-up time grows with the log.
 //   - ApplyBatch verifies one signature per device run (the newest op's;
 //     prev hashes cover the rest, signatures included). An op whose own

@@ -75,7 +75,7 @@ func newFuzzFixture(tb testing.TB) *fuzzFixture {
 	}
 	fx.fresh = [][]byte{
 		add(lt1, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)),
-		add(lt2, "s1", ledger.KindRefund, &ledger.Refund{Sale: "x", Lines: []ledger.RefundLine{{SKU: "TEA", Qty: 1}}, Amount: 350}),
+		add(lt1, "s1", ledger.KindRefund, &ledger.Refund{Sale: opID(tb, fx.base[2]), Lines: []ledger.RefundLine{{SKU: "TEA", Qty: 1}}, Amount: 350}),
 		add(lm, ledger.FleetScope, ledger.KindPriceSet, &ledger.PriceSet{SKU: "TEA", UnitPrice: 300, Currency: "EUR"}),
 		add(lt1, "s1", ledger.KindStockCounted, &ledger.StockCounted{SKU: "TEA", OnHand: 3, Seen: 2}),
 		add(ls2, "s2", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)),                                       // scope not held
@@ -243,4 +243,12 @@ func FuzzApplyBatch(f *testing.F) {
 			t.Fatal("the reopened store differs from the live state")
 		}
 	})
+}
+
+func opID(tb testing.TB, raw []byte) string {
+	o, err := ledger.DecodeOp(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return o.ID()
 }

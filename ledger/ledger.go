@@ -33,10 +33,23 @@ type Config struct {
 	// clocks are set by hand and drift; a larger skew is logged, and the op
 	// still applies.
 	MaxClockOffset time.Duration
-	// MaxHeld bounds the out-of-order ops kept in memory waiting for their
-	// predecessors. Default 65,536 (about 20 MiB of sales); past it an op is
-	// refused with ErrTooManyHeld and the peer sends it again later.
+	// MaxHeld bounds the count of out-of-order ops kept in memory waiting
+	// for their predecessors (held.go). Default 65,536; the byte bound
+	// below is the one that matters.
 	MaxHeld int
+	// MaxHeldBytes bounds the bytes of held ops (each counted as its
+	// encoding plus 256 for its decoded form). Default 32 MiB: a catch-up
+	// step (SessionConfig.MaxPull, about 600 KiB) from each of dozens of
+	// peers; past it the author holding the most gives way, or the op is
+	// refused with ErrTooManyHeld and its sender sends it again later.
+	MaxHeldBytes int
+	// MaxHeldPerAuthor bounds the held bytes of one author (ChainOwner),
+	// so one device's gap ops never crowd out another's. Default 4 MiB.
+	MaxHeldPerAuthor int
+	// HeldTTL is how long a held op waits for its gap to fill, by Now.
+	// Default 2 minutes: anti-entropy repairs a lost frame within seconds;
+	// an op still unlinked after that is sent again by its holder.
+	HeldTTL time.Duration
 	// SigCache, if set, remembers verified signatures; the simulator shares
 	// one between its replicas. Default: none.
 	SigCache *SigCache
@@ -48,10 +61,13 @@ type Config struct {
 // adds Fleet, Self and Key.
 func DefaultConfig() Config {
 	return Config{
-		Now:            func() int64 { return time.Now().UnixNano() },
-		MaxClockOffset: 5 * time.Minute,
-		MaxHeld:        1 << 16,
-		Logger:         slog.New(slog.DiscardHandler),
+		Now:              func() int64 { return time.Now().UnixNano() },
+		MaxClockOffset:   5 * time.Minute,
+		MaxHeld:          1 << 16,
+		MaxHeldBytes:     32 << 20,
+		MaxHeldPerAuthor: 4 << 20,
+		HeldTTL:          2 * time.Minute,
+		Logger:           slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -77,6 +93,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxHeld <= 0 {
 		errs = append(errs, errors.New("MaxHeld must be positive"))
+	}
+	if c.MaxHeldBytes <= 0 || c.MaxHeldPerAuthor <= 0 || c.MaxHeldPerAuthor > c.MaxHeldBytes {
+		errs = append(errs, errors.New("MaxHeldBytes and MaxHeldPerAuthor must be positive, the second at most the first"))
+	}
+	if c.HeldTTL <= 0 {
+		errs = append(errs, errors.New("HeldTTL must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -118,9 +140,9 @@ type Ledger struct {
 	clock      *crdt.Clock
 	chains     map[chainKey]*chain
 	forked     map[string]int // scope → chains in it with more than one op at some seq
-	held       map[heldKey][]pendingOp
-	heldCount  int
+	held       *heldSet
 	certs      map[string][]*Certificate
+	names      map[string]string // device → the name on its receipts; nil when certs changed (receipts.go)
 	st         *state
 	vv         map[string]crdt.VersionVector // durable contiguous seqs per scope
 	queue      []*commitReq
@@ -141,8 +163,13 @@ type Stats struct {
 	Applied   uint64
 	Duplicate uint64
 	Held      int
-	Forks     uint64
-	Commits   uint64 // durable batch commits (fsyncs with badger)
+	// HeldBytes is what the held ops cost (held.go); HeldExpired,
+	// HeldEvicted and HeldRefused count ops dropped by age, given way to
+	// a smaller author, and refused (ErrTooManyHeld).
+	HeldBytes                             int
+	HeldExpired, HeldEvicted, HeldRefused uint64
+	Forks                                 uint64
+	Commits                               uint64 // durable batch commits (fsyncs with badger)
 	// SigChecks counts ed25519 verifications of remote ops: at most one
 	// per device run of a batch (ApplyBatch), so far below Applied in a
 	// catch-up.
@@ -164,6 +191,15 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 	if cfg.MaxHeld == 0 {
 		cfg.MaxHeld = def.MaxHeld
 	}
+	if cfg.MaxHeldBytes == 0 {
+		cfg.MaxHeldBytes = def.MaxHeldBytes
+	}
+	if cfg.MaxHeldPerAuthor == 0 {
+		cfg.MaxHeldPerAuthor = min(def.MaxHeldPerAuthor, cfg.MaxHeldBytes)
+	}
+	if cfg.HeldTTL == 0 {
+		cfg.HeldTTL = def.HeldTTL
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = def.Logger
 	}
@@ -179,7 +215,6 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 		clock:   crdt.NewClock(cfg.Now, cfg.MaxClockOffset),
 		chains:  map[chainKey]*chain{},
 		forked:  map[string]int{},
-		held:    map[heldKey][]pendingOp{},
 		certs:   map[string][]*Certificate{},
 		st:      newState(),
 		vv:      map[string]crdt.VersionVector{},
@@ -187,6 +222,9 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (*Ledger, error) {
 		stats:   Stats{Rejected: map[Reason]uint64{}},
 	}
 	l.idle = sync.NewCond(&l.mu)
+	l.held = newHeldSet(cfg, l.selfDevice(), func(scope string, seq uint64) {
+		l.raiseFloorLocked(scope, seq, "held op expired")
+	})
 	if err := l.replay(ctx); err != nil {
 		return nil, err
 	}
@@ -253,7 +291,8 @@ func (l *Ledger) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.stats
-	s.Held = l.heldCount
+	s.Held, s.HeldBytes = l.held.count, l.held.bytes
+	s.HeldExpired, s.HeldEvicted, s.HeldRefused = l.held.expired, l.held.evicted, l.held.refused
 	s.Rejected = make(map[Reason]uint64, len(l.stats.Rejected))
 	for r, n := range l.stats.Rejected {
 		s.Rejected[r] = n

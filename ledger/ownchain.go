@@ -74,6 +74,11 @@ func validChainID(device string) bool {
 func (l *Ledger) RaiseOwnFloor(scope string, seq uint64, source string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.raiseFloorLocked(scope, seq, source)
+}
+
+// raiseFloorLocked is RaiseOwnFloor under l.mu.
+func (l *Ledger) raiseFloorLocked(scope string, seq uint64, source string) {
 	if l.floor == nil {
 		l.floor = map[string]ownFloor{}
 	}

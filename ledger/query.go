@@ -136,7 +136,7 @@ func (l *Ledger) Stock(scope string) []StockItem {
 	var out []StockItem
 	for k, e := range l.st.stock {
 		if scope == "" || k.store == scope {
-			out = append(out, StockItem{Store: k.store, SKU: k.sku, OnHand: e.counter.Value()})
+			out = append(out, StockItem{Store: k.store, SKU: k.sku, OnHand: e.value()})
 		}
 	}
 	slices.SortFunc(out, func(a, b StockItem) int { return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.SKU, b.SKU)) })
@@ -148,7 +148,7 @@ func (l *Ledger) OnHand(store, sku string) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e := l.st.stock[stockKey{store, sku}]; e != nil {
-		return e.counter.Value()
+		return e.value()
 	}
 	return 0
 }
@@ -166,6 +166,7 @@ func (l *Ledger) Sales(scope string) []SaleRecord {
 	for _, r := range l.st.sales { // the sale log's records, one per id
 		if scope == "" || r.Store == scope {
 			out = append(out, *r)
+			out[len(out)-1].Receipt = l.saleReceipt(r.Device, r.Seq, r.ReceiptSeq)
 		}
 	}
 	slices.SortFunc(out, func(a, b SaleRecord) int {
@@ -196,7 +197,9 @@ func (l *Ledger) Sale(id string) (SaleRecord, bool) {
 	if !ok {
 		return SaleRecord{}, false
 	}
-	return *r, true
+	out := *r
+	out.Receipt = l.saleReceipt(r.Device, r.Seq, r.ReceiptSeq)
+	return out, true
 }
 
 // ByRef returns the id of the sale or refund device wrote with ref (the
@@ -235,12 +238,35 @@ func (l *Ledger) Policy(store string) (Policy, bool) {
 	return Policy{}, false
 }
 
-// Conflicts lists the oversells of scope ("" for every store), resolved
-// ones included with their resolution, sorted by id.
+// Conflicts lists the oversells and over-refunds of scope ("" for every
+// store), resolved ones included with their resolution, sorted by id.
 func (l *Ledger) Conflicts(scope string) []Conflict {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.st.oversells(func(s string) bool { return scope == "" || s == scope })
+	return l.st.conflicts(scope)
+}
+
+// OpenConflicts counts the conflicts of scope ("" for every store) not
+// yet resolved, without listing them.
+func (l *Ledger) OpenConflicts(scope string) (open, resolved int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	count := func(c *Conflict, r bool) {
+		if r {
+			resolved++
+		} else {
+			open++
+		}
+	}
+	if scope != "" {
+		l.st.eachConflict(scope, count)
+		return open, resolved
+	}
+	l.st.settle()
+	for _, st := range l.st.conflictStores() {
+		l.st.eachConflict(st, count)
+	}
+	return open, resolved
 }
 
 // Fork describes a device with more than one op at some seq.
@@ -369,13 +395,16 @@ func (l *Ledger) Digest(scope string) string {
 	}
 	slices.SortFunc(keys, func(a, b stockKey) int { return cmp.Compare(a.sku, b.sku) })
 	for _, k := range keys {
-		binary.BigEndian.PutUint64(n[:], uint64(l.st.stock[k].counter.Value()))
+		binary.BigEndian.PutUint64(n[:], uint64(l.st.stock[k].value()))
 		h.Write([]byte("s\x00" + k.sku + "\x00"))
 		h.Write(n[:])
 	}
-	for _, c := range l.st.oversells(func(s string) bool { return s == scope }) {
-		fmt.Fprintf(h, "c\x00%s\x00%d\x00%t", c.ID, c.Oversold, c.Resolution != nil)
-	}
+	l.st.eachConflict(scope, func(c *Conflict, resolved bool) {
+		fmt.Fprintf(h, "c\x00%s\x00%d\x00%t", c.ID, c.Oversold, resolved)
+		if c.Kind == ConflictOverRefund {
+			fmt.Fprintf(h, "\x00%d", c.Excess)
+		}
+	})
 	return hex.EncodeToString(h.Sum(nil))
 }
 

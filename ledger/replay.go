@@ -32,7 +32,7 @@ func (l *Ledger) replay(ctx context.Context) error {
 		if ds.NewKey(key) != opKey(o) {
 			return &CorruptError{Key: key, Err: fmt.Errorf("op %s stored under the wrong key", o)}
 		}
-		b, err := decodeBody(o)
+		b, err := decodeStored(o)
 		if err != nil {
 			return &CorruptError{Key: key, Err: err}
 		}

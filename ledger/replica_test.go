@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -81,8 +82,19 @@ func genWorkload(t *testing.T, seed uint64, steps int) *workload {
 			o := add(a, "s1", ledger.KindSale, ledgertest.Sale(sku, 1+rng.Int64N(3), 100+rng.Int64N(50)))
 			a.sales = append(a.sales, o)
 		case p < 63 && len(a.sales) > 0:
-			o := a.sales[rng.IntN(len(a.sales))]
-			add(a, "s1", ledger.KindRefund, &ledger.Refund{Sale: o.ID(), Lines: []ledger.RefundLine{{SKU: sku, Qty: 1}}, Amount: 100})
+			// A refund of any sale the terminal holds: between syncs two
+			// terminals may refund the same line, an over_refund conflict.
+			held := a.l.Sales("s1")
+			s := held[rng.IntN(len(held))]
+			b := &ledger.Refund{Sale: s.ID, Lines: []ledger.RefundLine{{SKU: s.Lines[0].SKU, Qty: 1}}, Amount: s.Lines[0].UnitPrice}
+			o, err := a.l.Append(ctx, "s1", ledger.KindRefund, b)
+			if errors.Is(err, ledger.ErrRefundExceedsSale) {
+				continue // this terminal sees it refunded already
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.raws = append(w.raws, slices.Clone(o.Raw()))
 		case p < 73:
 			add(a, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: sku, Qty: 1 + rng.Int64N(10)})
 		case p < 78:

@@ -18,7 +18,9 @@ type SaleRecord struct {
 	At      int64          `json:"at_ms"` // HLC physical time, Unix ms
 	Total   int64          `json:"total"`
 	Sale
-	Refunded int64 `json:"refunded,omitempty"` // sum of refund amounts referencing this sale
+	// Refunded is the refund amount honoured against this sale (see
+	// refunds.go): never more than Total, each refund counted once.
+	Refunded int64 `json:"refunded,omitempty"`
 }
 
 // StockItem is one (store, sku) counter.
@@ -56,36 +58,65 @@ func (a saleUse) compare(b saleUse) int {
 
 type stockEntry struct {
 	counter crdt.PNCounter
-	uses    []saleUse // unsorted; sorted on demand
+	// credit is the units refunds honour into this counter (refunds.go).
+	// It is not in the PN-counter because a refund's honoured units can
+	// shrink when an earlier refund of the same sale arrives later.
+	credit int64
+	// stockOps counts the received, counted and transferred ops of this
+	// (store, sku): one makes the SKU stock-tracked here (see tracked).
+	stockOps int
+	uses     []saleUse // sorted by saleUse.compare when sorted is set
+	sorted   bool
+	// conflicts caches the oversold lines (without resolutions), sorted
+	// by id; dirty says the counter or its uses changed since.
+	conflicts []Conflict
+	dirty     bool
 }
+
+func (e *stockEntry) value() int64 { return e.counter.Value() + e.credit }
 
 // state is the materialised view of a replica's ops. It is a pure function
 // of the set of ops applied, whatever their order: every field is either a
-// CRDT or derived on demand from one.
+// CRDT or derived from one, re-evaluated where an arrival changes it.
 type state struct {
 	stock    map[stockKey]*stockEntry
 	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
 	byRef    map[string]string      // device + "\x00" + ref → sale id (idempotency)
-	refunds  map[string]int64       // sale id → refunded amount (also for refunds seen before their sale)
+	books    map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
 	catalog  map[string]*crdt.LWW[CatalogItem]
 	prices   map[string]*crdt.LWW[PriceSet]
 	policy   map[string]*crdt.LWW[Policy]
 	resolved map[string]*crdt.LWW[ConflictResolved]
 	revoked  map[string]crdt.Timestamp // device → earliest revocation
-	allot    allotBook                 // stock allotments (allot.go)
+
+	// Conflict caches (conflicts.go): entries whose oversells must be
+	// recomputed, per store the SKUs with oversold lines (sorted), and per
+	// store the refund conflicts.
+	dirty      map[stockKey]*stockEntry
+	overSKUs   map[string][]string
+	refundConf map[string]map[string]Conflict
+	refundList map[string][]Conflict // sorted cache of refundConf; nil when stale
+
+	receipts receiptBook
+	allot    allotBook // stock allotments (allot.go)
 }
 
 func newState() *state {
 	return &state{
-		stock:    map[stockKey]*stockEntry{},
-		sales:    map[string]*SaleRecord{},
-		byRef:    map[string]string{},
-		refunds:  map[string]int64{},
-		catalog:  map[string]*crdt.LWW[CatalogItem]{},
-		prices:   map[string]*crdt.LWW[PriceSet]{},
-		policy:   map[string]*crdt.LWW[Policy]{},
-		resolved: map[string]*crdt.LWW[ConflictResolved]{},
-		revoked:  map[string]crdt.Timestamp{},
+		stock:      map[stockKey]*stockEntry{},
+		sales:      map[string]*SaleRecord{},
+		byRef:      map[string]string{},
+		books:      map[string]*refundBook{},
+		catalog:    map[string]*crdt.LWW[CatalogItem]{},
+		prices:     map[string]*crdt.LWW[PriceSet]{},
+		policy:     map[string]*crdt.LWW[Policy]{},
+		resolved:   map[string]*crdt.LWW[ConflictResolved]{},
+		revoked:    map[string]crdt.Timestamp{},
+		dirty:      map[stockKey]*stockEntry{},
+		overSKUs:   map[string][]string{},
+		refundConf: map[string]map[string]Conflict{},
+		refundList: map[string][]Conflict{},
+		receipts:   newReceiptBook(),
 	}
 }
 
@@ -93,14 +124,23 @@ func (s *state) entry(store, sku string) *stockEntry {
 	k := stockKey{store, sku}
 	e := s.stock[k]
 	if e == nil {
-		e = &stockEntry{}
+		e = &stockEntry{sorted: true}
 		s.stock[k] = e
 	}
 	return e
 }
 
-// ReceiptNo is the human receipt number of a device's op: the last six
-// characters of the device id and the seq.
+// touch marks (store, sku)'s oversells for recomputation.
+func (s *state) touch(store, sku string, e *stockEntry) {
+	if !e.dirty {
+		e.dirty = true
+		s.dirty[stockKey{store, sku}] = e
+	}
+}
+
+// ReceiptNo is the fallback receipt number of an op written without one
+// (by a build before receipt numbers): the last six characters of the
+// device id and the seq.
 func ReceiptNo(device string, seq uint64) string {
 	short := device
 	if len(short) > 6 {
@@ -130,48 +170,56 @@ func (s *state) apply(o *Op, b body) {
 	case *Sale:
 		id := o.ID()
 		rec := &SaleRecord{
-			ID: id, Receipt: ReceiptNo(o.Device, o.Seq), Store: o.Store, Device: o.Device,
+			ID: id, Store: o.Store, Device: o.Device,
 			Seq: o.Seq, HLC: o.HLC, At: o.HLC.Wall / 1e6, Total: b.Total(), Sale: *b,
-			Refunded: s.refunds[id],
 		}
 		s.sales[id] = rec
+		s.receipts.addSale(o, b.ReceiptSeq, id)
 		if b.Ref != "" {
 			s.byRef[o.Device+"\x00"+b.Ref] = id
 		}
 		for _, l := range b.Lines {
 			e := s.entry(o.Store, l.SKU)
 			e.counter.Dec(o.Device, uint64(l.Qty))
-			e.uses = append(e.uses, saleUse{hlc: o.HLC, device: o.Device, seq: o.Seq, hash: o.hash, qty: l.Qty, sale: id})
+			u := saleUse{hlc: o.HLC, device: o.Device, seq: o.Seq, hash: o.hash, qty: l.Qty, sale: id}
+			if n := len(e.uses); n > 0 && e.uses[n-1].compare(u) > 0 {
+				e.sorted = false
+			}
+			e.uses = append(e.uses, u)
+			s.touch(o.Store, l.SKU, e)
 		}
+		s.evaluate(id)
 	case *Refund:
-		s.refunds[b.Sale] += b.Amount
-		if rec := s.sales[b.Sale]; rec != nil {
-			rec.Refunded += b.Amount
-		}
+		s.receipts.addRefund(o, b.ReceiptSeq)
 		if b.Ref != "" {
 			s.byRef[o.Device+"\x00"+b.Ref] = o.ID()
 		}
-		for _, l := range b.Lines {
-			s.entry(o.Store, l.SKU).counter.Inc(o.Device, uint64(l.Qty))
-		}
+		s.addRefund(o, b)
 	case *StockReceived:
-		s.entry(o.Store, b.SKU).counter.Inc(o.Device, uint64(b.Qty))
+		e := s.stockOp(o.Store, b.SKU)
+		e.counter.Inc(o.Device, uint64(b.Qty))
 	case *StockCounted:
-		e := s.entry(o.Store, b.SKU)
+		e := s.stockOp(o.Store, b.SKU)
 		if d := b.OnHand - b.Seen; d > 0 {
 			e.counter.Inc(o.Device, uint64(d))
 		} else if d < 0 {
 			e.counter.Dec(o.Device, uint64(-d))
 		}
 	case *StockTransferred:
-		e := s.entry(o.Store, b.SKU)
-		if o.Store == b.From {
+		e := s.stockOp(o.Store, b.SKU)
+		switch o.Store {
+		case b.From:
 			e.counter.Dec(o.Device, uint64(b.Qty))
-		} else {
+		case b.To:
 			e.counter.Inc(o.Device, uint64(b.Qty))
 		}
 	case *CatalogItem:
 		lwwSet(s.catalog, b.SKU, *b, o)
+		for k, e := range s.stock { // whether the SKU is tracked may have changed
+			if k.sku == b.SKU {
+				s.touch(k.store, k.sku, e)
+			}
+		}
 	case *PriceSet:
 		lwwSet(s.prices, b.SKU, *b, o)
 	case *Policy:
@@ -185,6 +233,14 @@ func (s *state) apply(o *Op, b body) {
 	}
 }
 
+// stockOp returns (store, sku)'s entry for a stock op and marks it.
+func (s *state) stockOp(store, sku string) *stockEntry {
+	e := s.entry(store, sku)
+	e.stockOps++
+	s.touch(store, sku, e)
+	return e
+}
+
 func lwwSet[T any](m map[string]*crdt.LWW[T], key string, v T, o *Op) {
 	r := m[key]
 	if r == nil {
@@ -192,53 +248,4 @@ func lwwSet[T any](m map[string]*crdt.LWW[T], key string, v T, o *Op) {
 		m[key] = r
 	}
 	r.Set(v, o.HLC, o.Device)
-}
-
-// Conflict is an open or resolved inconsistency every replica holding the
-// same ops reports identically (DESIGN §5).
-type Conflict struct {
-	ID         string            `json:"id"`
-	Kind       string            `json:"kind"` // "oversell"
-	Store      string            `json:"store"`
-	SKU        string            `json:"sku"`
-	Sale       string            `json:"sale_id"`
-	Device     string            `json:"device"`
-	Seq        uint64            `json:"seq"`
-	Oversold   int64             `json:"oversold"` // units of this sale line past the available stock
-	OnHand     int64             `json:"on_hand"`  // the counter's current value
-	Resolution *ConflictResolved `json:"resolution,omitempty"`
-}
-
-// oversells lists the oversold sale lines of every (store, sku) in scope
-// whose counter is below zero: sales ordered by (hlc, device, seq, hash);
-// the latest ones, up to the deficit, are oversold.
-func (s *state) oversells(inScope func(store string) bool) []Conflict {
-	var out []Conflict
-	for k, e := range s.stock {
-		if !inScope(k.store) {
-			continue
-		}
-		v := e.counter.Value()
-		if v >= 0 {
-			continue
-		}
-		uses := slices.Clone(e.uses)
-		slices.SortFunc(uses, saleUse.compare)
-		deficit := -v
-		for i := len(uses) - 1; i >= 0 && deficit > 0; i-- {
-			u := uses[i]
-			over := min(u.qty, deficit)
-			deficit -= over
-			id := "oversell:" + k.store + ":" + k.sku + ":" + u.sale
-			c := Conflict{ID: id, Kind: "oversell", Store: k.store, SKU: k.sku, Sale: u.sale,
-				Device: u.device, Seq: u.seq, Oversold: over, OnHand: v}
-			if r := s.resolved[id]; r != nil {
-				res := r.Value
-				c.Resolution = &res
-			}
-			out = append(out, c)
-		}
-	}
-	slices.SortFunc(out, func(a, b Conflict) int { return cmp.Compare(a.ID, b.ID) })
-	return out
 }

@@ -44,10 +44,6 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if err := l.cfg.Self.MayWrite(kind, store); err != nil {
 		return nil, err
 	}
-	enc, err := crdt.Marshal(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -57,6 +53,16 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if err := l.writable(); err != nil {
 		return nil, err
 	}
+	if err := fitsStore(store, bb); err != nil {
+		re := &RejectError{Reason: ReasonBody, Detail: err.Error()}
+		l.countReject(nil, re)
+		return nil, re
+	}
+	if r, ok := bb.(*Refund); ok {
+		if err := l.st.checkRefund(store, r); err != nil {
+			return nil, err
+		}
+	}
 	self := l.cfg.Self.Device
 	c := l.chainOf(store, self)
 	if c.forked() {
@@ -65,7 +71,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if l.heldFor(store, self) || l.belowFloor(store, c) {
 		return nil, ErrOwnHistoryBehind
 	}
-	enc, reserve, err := l.allotCheck(store, kind, bb, enc)
+	reserve, err := l.allotCheck(store, kind, bb)
 	if err != nil {
 		return nil, err
 	}
@@ -75,9 +81,14 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 		// is acknowledged to a customer.
 		return nil, err
 	}
+	bb = l.st.numberReceipt(self, bb)
+	enc, err := crdt.Marshal(bb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode body: %v", ErrBadInput, err)
+	}
 	o := &Op{
 		V: opVersion, Fleet: l.fleetID, Store: store, Device: self,
-		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: bodyVersion, Body: enc,
+		Seq: c.length() + 1, HLC: hlc, Kind: kind, BodyV: writeVersion(kind), Body: enc,
 	}
 	if o.Seq > 1 {
 		prev := c.main[o.Seq-2]
@@ -89,6 +100,7 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	if len(o.raw) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: op is %d bytes (max %d)", ErrBadInput, len(o.raw), MaxOpBytes)
 	}
+	l.st.reserveReceipt(self, bb)
 	c.place(o, placeNext)
 	reserve(o)
 	// This process just signed it with the key of its own certificate
@@ -102,19 +114,15 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 	return o, nil
 }
 
+// heldFor reports whether an op of device's chain in scope is held at or
+// past this replica's head: peers know a longer history. An index lookup,
+// no scan: every local sale asks it under the lock.
 func (l *Ledger) heldFor(scope, device string) bool {
-	c := l.chains[chainKey{scope, device}]
-	var next uint64 = 1
-	if c != nil {
-		next = c.length() + 1
+	var n uint64
+	if c := l.chains[chainKey{scope, device}]; c != nil {
+		n = c.length()
 	}
-	// Ops of ours held at any seq mean peers know a longer history.
-	for k := range l.held {
-		if k.scope == scope && k.device == device && k.seq >= next-1 {
-			return true
-		}
-	}
-	return false
+	return l.held.from(scope, device, n)
 }
 
 // Outcome is what Apply did with one op.
@@ -311,18 +319,15 @@ func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 		r.Outcome = Duplicate
 		l.stats.Duplicate++
 	case placeGap, placeOrphan:
-		if l.isHeld(o) {
+		if l.held.has(o) {
 			r.Outcome = Held
 			r.NeedHistory = pl == placeOrphan
 			return
 		}
-		if l.heldCount >= l.cfg.MaxHeld {
+		if !l.held.add(p, l.cfg.Now()) {
 			r.Outcome, r.Err = Rejected, ErrTooManyHeld
 			return
 		}
-		k := heldKey{chainKey{o.Store, o.Device}, o.Seq}
-		l.held[k] = append(l.held[k], p)
-		l.heldCount++
 		r.Outcome = Held
 		r.NeedHistory = pl == placeOrphan
 	case placeNext, placeFork:
@@ -333,15 +338,6 @@ func (l *Ledger) placeRemote(p pendingOp, r *Result, req *commitReq) {
 		}
 		l.release(c, o.Store, o.Device, o.Seq+1, req)
 	}
-}
-
-func (l *Ledger) isHeld(o *Op) bool {
-	for _, h := range l.held[heldKey{chainKey{o.Store, o.Device}, o.Seq}] {
-		if h.op.hash == o.hash {
-			return true
-		}
-	}
-	return false
 }
 
 func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
@@ -363,31 +359,25 @@ func (l *Ledger) placeOne(c *chain, p pendingOp, pl placement, req *commitReq) {
 
 // release places held ops at seq (and onwards) that now link.
 func (l *Ledger) release(c *chain, scope, device string, seq uint64, req *commitReq) {
+	ck := chainKey{scope, device}
 	for {
-		k := heldKey{chainKey{scope, device}, seq}
-		cands := l.held[k]
+		cands := l.held.take(ck, seq)
 		if len(cands) == 0 {
 			return
 		}
-		var keep []pendingOp
+		var keep []heldOp
 		placed := false
-		for _, p := range cands {
-			switch pl := c.classify(p.op); pl {
+		for _, x := range cands {
+			switch pl := c.classify(x.p.op); pl {
 			case placeNext, placeFork:
-				l.placeOne(c, p, pl, req)
+				l.placeOne(c, x.p, pl, req)
 				placed = true
-				l.heldCount--
 			case placeDuplicate:
-				l.heldCount--
 			default:
-				keep = append(keep, p)
+				keep = append(keep, x)
 			}
 		}
-		if len(keep) == 0 {
-			delete(l.held, k)
-		} else {
-			l.held[k] = keep
-		}
+		l.held.putBack(ck, seq, keep)
 		if !placed {
 			return
 		}
@@ -455,7 +445,7 @@ func (l *Ledger) addCert(ctx context.Context, c *Certificate) error {
 	}
 	return l.commit(&commitReq{
 		puts:  []putKV{{certKey(c), c.Encode()}},
-		after: func() { l.certs[c.Device] = append(l.certs[c.Device], c) },
+		after: func() { l.certs[c.Device] = append(l.certs[c.Device], c); l.names = nil },
 	})
 }
 

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -176,10 +175,10 @@ func (n *Node) handlePutAllotment(w http.ResponseWriter, r *http.Request) error 
 }
 
 type writeoffReq struct {
-	Store  string       `json:"store"` // anchors only
-	Device string       `json:"device"`
-	Units  *json.Number `json:"units"` // default: every unit the device holds
-	Reason string       `json:"reason"`
+	Store  string      `json:"store"` // anchors only
+	Device string      `json:"device"`
+	Units  *jsonNumber `json:"units"` // default: every unit the device holds
+	Reason string      `json:"reason"`
 }
 
 // handleWriteoff reclaims the units a revoked, lost or silent device holds

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -87,4 +88,55 @@ func runClients(b *testing.B, op func() error) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(0, "ns/op") // throughput with concurrent clients, not time per op
+}
+
+// BenchmarkStatusConflicts is GET /v1/status's view (status()) on a
+// terminal whose store holds 10,000 open oversell conflicts among 50,000
+// sale lines (another till's sales, synced in): what the page's 500 ms
+// status tick and every status request pay.
+func BenchmarkStatusConflicts(b *testing.B) {
+	f := newTestFleet(b, 22)
+	n := startNode(b, f.enroll(b, "s1", ledger.RoleManager, "bench"))
+	setItem(b, n, "TEA", "Tea", 350)
+	other := f.enroll(b, "s1", ledger.RoleTerminal, "other")
+	ctx := context.Background()
+	cfg := ledger.DefaultConfig()
+	cfg.Fleet, cfg.Self, cfg.Key = other.Fleet, other.Cert, other.Key
+	src, err := ledger.Open(ctx, ledgertest.MemStore(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := n.l.AddCertificate(ctx, other.Cert.Encode()); err != nil {
+		b.Fatal(err)
+	}
+	const skus, history, conflicts = 100, 40_000, 10_000
+	var raws [][]byte
+	for i := range skus {
+		o, err := src.Append(ctx, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: fmt.Sprintf("SKU%03d", i), Qty: history / skus})
+		if err != nil {
+			b.Fatal(err)
+		}
+		raws = append(raws, o.Raw())
+	}
+	for i := range history + conflicts {
+		o, err := src.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale(fmt.Sprintf("SKU%03d", i%skus), 1, 350))
+		if err != nil {
+			b.Fatal(err)
+		}
+		raws = append(raws, o.Raw())
+	}
+	for len(raws) > 0 {
+		k := min(len(raws), 2048)
+		if _, err := n.l.ApplyBatch(ctx, raws[:k]); err != nil {
+			b.Fatal(err)
+		}
+		raws = raws[k:]
+	}
+	if got := n.status().Conflicts; got != conflicts {
+		b.Fatalf("%d open conflicts, want %d", got, conflicts)
+	}
+	for b.Loop() {
+		n.status()
+	}
 }

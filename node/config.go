@@ -13,6 +13,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Config says which device a node is and how it runs. Start from
@@ -52,6 +53,14 @@ type Config struct {
 	// StatusEvery is how often status changes are looked for, to push
 	// them to the page: 500 ms, quick enough to watch a heal happen.
 	StatusEvery time.Duration
+	// Postgres and MQTT, when set, feed the anchor's ops to a PostgreSQL
+	// database (a connection URL) and an MQTT broker (tcp://HOST:1883),
+	// topics under MQTTPrefix (docs/postgres.md, docs/mqtt.md). Anchors
+	// only. SinkTuning, if set, adjusts the sinks' loop (tests).
+	Postgres   string
+	MQTT       string
+	MQTTPrefix string
+	SinkTuning func(*sink.Config)
 	// MeshTuning, if set, adjusts the mesh config (tests, demo).
 	MeshTuning func(*p2p.Config)
 	// Now is the wall clock: time.Now.

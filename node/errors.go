@@ -38,6 +38,7 @@ const (
 	CodeStorageFailed       = "storage_failed"
 	CodeUnauthorized        = "unauthorized"
 	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeBadStockMode        = "bad_stock_mode"
 	CodeAllotmentExhausted  = "allotment_exhausted" // an allotted SKU: this device holds fewer units than the sale needs
 )
 
@@ -70,6 +71,7 @@ var codeStatus = map[string]int{
 	CodeStorageFailed:       http.StatusInternalServerError,
 	CodeUnauthorized:        http.StatusUnauthorized,
 	CodeMethodNotAllowed:    http.StatusMethodNotAllowed,
+	CodeBadStockMode:        http.StatusBadRequest,
 	CodeAllotmentExhausted:  http.StatusConflict,
 }
 
@@ -119,6 +121,10 @@ func fromLedger(err error) *apiError {
 		return allotErr(err)
 	case errors.Is(err, ledger.ErrOwnHistoryBehind):
 		return &apiError{Code: CodeHistoryBehind, Message: "this device's own history is still arriving from its peers; retry once it has synced", Err: err}
+	case errors.Is(err, ledger.ErrRefundExceedsSale):
+		return &apiError{Code: CodeRefundExceedsSale, Message: err.Error(), Err: err}
+	case errors.Is(err, ledger.ErrUnknownSale):
+		return &apiError{Code: CodeUnknownSale, Message: err.Error() + " (not synced yet?)", Err: err}
 	case errors.Is(err, ledger.ErrOwnChainForked):
 		return &apiError{Code: CodeChainForked, Message: "this device's chain is forked (restored from an old backup?); a manager must resolve it before it sells again", Err: err}
 	case ledger.RejectReason(err) == ledger.ReasonCertExpired, ledger.RejectReason(err) == ledger.ReasonCertInvalid:

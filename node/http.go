@@ -72,7 +72,7 @@ var routes = []Route{
 	write(http.MethodPost, "/v1/stock/received", (*Node).handleStockReceived, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSKU, CodeBadQuantity})...),
 	write(http.MethodPost, "/v1/stock/counted", (*Node).handleStockCounted, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSKU, CodeBadQuantity})...),
 	get("/v1/catalog", (*Node).handleListCatalog),
-	write(http.MethodPut, "/v1/catalog/{sku}", (*Node).handleCatalogPut, CodeBadSKU, CodeMissingField, CodeFieldTooLong, CodeBadPrice, CodeBadCurrency),
+	write(http.MethodPut, "/v1/catalog/{sku}", (*Node).handleCatalogPut, CodeBadSKU, CodeMissingField, CodeFieldTooLong, CodeBadPrice, CodeBadCurrency, CodeBadStockMode),
 	get("/v1/policy", (*Node).handleGetPolicy, CodeNotFound),
 	write(http.MethodPut, "/v1/policy", (*Node).handlePutPolicy, CodeMissingField, CodeNotFound, CodeBadPaymentMethod, CodeBadPrice, CodeBadQuantity),
 	get("/v1/conflicts", (*Node).handleListConflicts),
@@ -282,9 +282,28 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
+// jsonNumber is a numeric field of a request: a JSON number literal. Unlike
+// json.Number, which also takes a string holding a number ("2"), it
+// refuses anything else, so {"qty":"2"} is bad_json as docs/api.md says.
+type jsonNumber struct{ json.Number }
+
+var errNotNumber = errors.New("must be a JSON number, not a string or another value")
+
+// UnmarshalJSON takes a number literal only.
+func (n *jsonNumber) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errNotNumber
+	}
+	if !json.Valid(b) {
+		return errNotNumber
+	}
+	n.Number = json.Number(b)
+	return nil
+}
+
 // intField parses a required JSON integer in [lo, hi]; bad values get
 // code, a missing one missing_field.
-func intField(v *json.Number, name, code string, lo, hi int64) (int64, error) {
+func intField(v *jsonNumber, name, code string, lo, hi int64) (int64, error) {
 	if v == nil {
 		return 0, apiErr(CodeMissingField, "%s is required", name)
 	}

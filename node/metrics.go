@@ -80,6 +80,7 @@ var (
 	descPeerLag    = prometheus.NewDesc("storemesh_peer_sync_age_seconds", "Seconds since the last sync frame from each peer (sync lag).", []string{"peer", "found"}, nil)
 	descSyncBytes  = prometheus.NewDesc("storemesh_sync_bytes_total", "Sync bytes by direction, all peers.", []string{"direction"}, nil)
 	descSyncOps    = prometheus.NewDesc("storemesh_sync_ops_total", "Ops sent and received by sync, all peers.", []string{"direction"}, nil)
+	descSyncRej    = prometheus.NewDesc("storemesh_sync_rejected_total", "Frames, ops and claims of peers ignored or refused by the sync sessions, by reason (scope_not_shared, unknown_device, want_repeated, ...).", []string{"reason"}, nil)
 	descProtoErr   = prometheus.NewDesc("storemesh_sync_sessions_closed_total", "Sync sessions closed by a protocol error, by code.", []string{"code"}, nil)
 	descConflicts  = prometheus.NewDesc("storemesh_conflicts", "Conflicts by state.", []string{"state"}, nil)
 	descEventConns = prometheus.NewDesc("storemesh_event_streams", "Open /v1/events streams.", nil, nil)
@@ -89,7 +90,7 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
-		descProtoErr, descConflicts, descEventConns, descOverspent} {
+		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp, descOverspent} {
 		ch <- d
 	}
 }
@@ -129,7 +130,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descOffline, b2f(off))
 	var known, connected, established float64
 	var bin, bout, oin, oout uint64
+	syncRej := map[string]uint64{}
 	for _, p := range m.Peers() {
+		for r, v := range p.Stats.Rejected {
+			syncRej[r] += v
+		}
 		known++
 		connected += b2f(p.Connected)
 		established += b2f(p.Established)
@@ -148,17 +153,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, v := range ms.ProtocolErrors {
 		counter(descProtoErr, float64(v), code)
 	}
-	var open, resolved float64
-	for _, cf := range n.l.Conflicts(n.conflictScope()) {
-		if cf.Resolution == nil {
-			open++
-		} else {
-			resolved++
-		}
+	for r, v := range syncRej {
+		counter(descSyncRej, float64(v), r)
 	}
-	gauge(descConflicts, open, "open")
-	gauge(descConflicts, resolved, "resolved")
+	open, resolved := n.l.OpenConflicts(n.conflictScope())
+	gauge(descConflicts, float64(open), "open")
+	gauge(descConflicts, float64(resolved), "resolved")
 	gauge(descEventConns, float64(n.hub.count()))
+	n.collectSinks(ch)
 }
 
 func b2f(b bool) float64 {

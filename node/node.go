@@ -18,6 +18,7 @@ import (
 
 	"storemesh/ledger"
 	"storemesh/mesh/p2p"
+	"storemesh/sink"
 )
 
 // Node is one running peer: its ledger, its mesh and its HTTP API and
@@ -38,17 +39,15 @@ type Node struct {
 	peers   []string
 	anchors []string
 
-	ln   net.Listener
-	srv  *http.Server
-	hub  *hub
-	met  *metrics
-	refs *refIndex
-	keys keyLocks
-	// refundMu serialises refunds: the check that a refund does not exceed
-	// its sale and the write must not interleave with another refund.
-	refundMu sync.Mutex
-	anchor   anchorClock
+	ln     net.Listener
+	srv    *http.Server
+	hub    *hub
+	met    *metrics
+	refs   *refIndex
+	keys   keyLocks
+	anchor anchorClock
 
+	sinks     []*sink.Runner
 	unsub     func()
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -131,6 +130,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { n.mesh().Close() })
+	if err := n.startSinks(ctx); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, n.stopSinks)
 
 	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -189,6 +192,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		n.persistAnchorContact()
+		n.stopSinks()
 		n.meshMu.Lock()
 		if err := n.m.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("mesh: %w", err))

@@ -325,7 +325,8 @@ func TestPageAndMetrics(t *testing.T) {
 		t.Errorf("app.js served as %q", r.header.Get("Content-Type"))
 	}
 	auth := []string{"Authorization", "Bearer tok"}
-	must(t, n, 200, "PUT", "/v1/catalog/TEA", map[string]any{"name": "Tea", "unit_price": 350, "currency": "EUR"}, auth...)
+	// Tracked by the catalog, so the sale oversells with no stock op.
+	must(t, n, 200, "PUT", "/v1/catalog/TEA", map[string]any{"name": "Tea", "unit_price": 350, "currency": "EUR", "stock": "tracked"}, auth...)
 	must(t, n, 201, "POST", "/v1/sales", sale("TEA", 1, "cash"), auth...)
 	must(t, n, 200, "GET", "/v1/status?access_token=tok", nil)
 	m := string(must(t, n, 200, "GET", "/metrics", nil, auth...).body)
@@ -345,6 +346,7 @@ func TestPageAndMetrics(t *testing.T) {
 func TestResolveConflict(t *testing.T) {
 	n := startNode(t, newTestFleet(t, 12).enroll(t, "s1", ledger.RoleManager, "m"))
 	setItem(t, n, "TEA", "Tea", 350)
+	must(t, n, 201, "POST", "/v1/stock/counted", map[string]any{"sku": "TEA", "on_hand": 0}) // stock is tracked here
 	must(t, n, 201, "POST", "/v1/sales", sale("TEA", 1, "cash"))
 	var cs struct{ Conflicts []ledger.Conflict }
 	must(t, n, 200, "GET", "/v1/conflicts", nil).decode(t, &cs)

@@ -12,7 +12,8 @@ import (
 // a retry finds the first write even after a restart. Sales are found with
 // ledger.ByRef; refunds and stock ops, whose bodies the ledger does not
 // index for lookup, through refIndex, built from this device's own ops at
-// start and kept up to date from the ledger's subscription.
+// start and kept up to date from the ledger's subscription. The index is
+// for idempotency only: refund limits are the ledger's replicated rule.
 
 // refEntry is an op this device wrote with an idempotency key.
 type refEntry struct {
@@ -27,18 +28,14 @@ type refIndex struct {
 	self string
 	mu   sync.Mutex
 	m    map[string]refEntry
-	// refunded is, per sale, the units refunded per SKU by any device: the
-	// ledger keeps only the refunded amount, and a refund must not return
-	// more units of a SKU than the sale sold.
-	refunded map[string]map[string]int64
-	refunds  map[ledger.Hash]bool // refund ops counted in refunded
 }
 
-// buildRefs reads every op the ledger holds once (as its own replay does)
-// for this device's keys and every device's refunds. Nothing is written
-// while it runs: the mesh and the API start after it.
+// buildRefs reads this device's own ops once (as the ledger's own replay
+// does) for their keys. Nothing is written while it runs: the mesh and the
+// API start after it. What a sale has left to refund is the ledger's
+// (ledger.Refunds), not this index's.
 func buildRefs(ctx context.Context, l *ledger.Ledger, self string) (*refIndex, error) {
-	x := &refIndex{self: self, m: map[string]refEntry{}, refunded: map[string]map[string]int64{}, refunds: map[ledger.Hash]bool{}}
+	x := &refIndex{self: self, m: map[string]refEntry{}}
 	for _, scope := range l.Scopes() {
 		err := l.Ops(ctx, scope, crdt.VersionVector{}, 1<<20, func(batch []ledger.RawOp) error {
 			for _, r := range batch {
@@ -57,12 +54,12 @@ func buildRefs(ctx context.Context, l *ledger.Ledger, self string) (*refIndex, e
 	return x, nil
 }
 
-// add indexes o: our own ops with a key, and every refund. Safe on the
+// add indexes o if it is one of our own ops with a key. Safe on the
 // ledger's committing goroutine: it only decodes and takes a short lock.
 // An op may be added more than once (the handler that wrote it, and the
-// subscription): it is counted once.
+// subscription): the first write with a key is the one retries get.
 func (x *refIndex) add(o *ledger.Op) {
-	if o.Device != x.self && o.Kind != ledger.KindRefund {
+	if ledger.ChainOwner(o.Device) != x.self {
 		return
 	}
 	var body any
@@ -74,24 +71,6 @@ func (x *refIndex) add(o *ledger.Op) {
 			return
 		}
 		body, ref = b, b.Ref
-		x.mu.Lock()
-		if x.refunds[o.Hash()] {
-			x.mu.Unlock()
-			return
-		}
-		x.refunds[o.Hash()] = true
-		per := x.refunded[b.Sale]
-		if per == nil {
-			per = map[string]int64{}
-			x.refunded[b.Sale] = per
-		}
-		for _, l := range b.Lines {
-			per[l.SKU] += l.Qty
-		}
-		x.mu.Unlock()
-		if o.Device != x.self {
-			return
-		}
 	case ledger.KindStockReceived:
 		b := new(ledger.StockReceived)
 		if crdt.Unmarshal(o.Body, b) != nil {
@@ -112,20 +91,9 @@ func (x *refIndex) add(o *ledger.Op) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, ok := x.m[ref]; !ok { // the first write with a key is the one retries get
+	if _, ok := x.m[ref]; !ok {
 		x.m[ref] = refEntry{Kind: o.Kind, ID: o.ID(), Store: o.Store, Seq: o.Seq, Body: body}
 	}
-}
-
-// refundedUnits returns the units of each SKU refunded from sale.
-func (x *refIndex) refundedUnits(sale string) map[string]int64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := map[string]int64{}
-	for k, v := range x.refunded[sale] {
-		out[k] = v
-	}
-	return out
 }
 
 func (x *refIndex) get(ref string) (refEntry, bool) {

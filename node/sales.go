@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -16,9 +15,9 @@ var (
 )
 
 type saleLineReq struct {
-	SKU       string       `json:"sku"`
-	Qty       *json.Number `json:"qty"`
-	UnitPrice *json.Number `json:"unit_price"` // optional: the catalog price
+	SKU       string      `json:"sku"`
+	Qty       *jsonNumber `json:"qty"`
+	UnitPrice *jsonNumber `json:"unit_price"` // optional: the catalog price
 }
 
 type saleReq struct {
@@ -194,7 +193,7 @@ func (n *Node) handleSale(w http.ResponseWriter, r *http.Request) error {
 	}
 	rec, ok := n.l.Sale(o.ID())
 	if !ok { // cannot happen: Append returns once the sale is materialised
-		rec = ledger.SaleRecord{ID: o.ID(), Receipt: ledger.ReceiptNo(o.Device, o.Seq), Store: store, Device: o.Device, Seq: o.Seq, Total: sale.Total(), Sale: *sale}
+		return fmt.Errorf("sale %s written but not in the sale log", o.ID())
 	}
 	n.log.Debug("sale", "sale", rec.ID, "receipt", rec.Receipt, "total", rec.Total, "offline", offline)
 	writeJSON(w, http.StatusCreated, resultOf(rec))
@@ -223,6 +222,9 @@ func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
 
 func (n *Node) handleGetSale(w http.ResponseWriter, r *http.Request) error {
 	rec, ok := n.l.Sale(r.PathValue("id"))
+	if !ok {
+		rec, ok = n.l.SaleByReceipt(r.PathValue("id")) // a receipt number: till-1·0042
+	}
 	if !ok || !n.l.HoldsScope(rec.Store) {
 		return apiErr(CodeUnknownSale, "no sale %q on this replica", r.PathValue("id"))
 	}
@@ -233,8 +235,8 @@ func (n *Node) handleGetSale(w http.ResponseWriter, r *http.Request) error {
 type refundReq struct {
 	SaleID string `json:"sale_id"`
 	Lines  []struct {
-		SKU string       `json:"sku"`
-		Qty *json.Number `json:"qty"`
+		SKU string      `json:"sku"`
+		Qty *jsonNumber `json:"qty"`
 	} `json:"lines"` // optional: the whole sale
 }
 
@@ -246,31 +248,37 @@ type refundResult struct {
 	Device   string `json:"device"`
 	Seq      uint64 `json:"seq"`
 	Store    string `json:"store"`
+	// Honoured is what the replicated state honours of the refund now:
+	// Amount unless another till refunded the same line meanwhile (an
+	// over_refund conflict).
+	Honoured int64 `json:"honoured_amount"`
 }
 
-// refundBody checks a refund against its sale: the SKUs were sold, no
-// more units than sold, and the amount within what is left to refund.
+// refundBody turns a request into a refund of rec, checked against what
+// the replicated state says is left of the sale (ledger.Refunds): the SKUs
+// were sold, no more units than are left, each priced at what the sale
+// charged. The ledger checks it again under its lock when it appends.
 func (n *Node) refundBody(req *refundReq, rec ledger.SaleRecord) (*ledger.Refund, error) {
 	sold := map[string]int64{}
 	for _, l := range rec.Lines {
 		sold[l.SKU] += l.Qty
 	}
+	state := n.l.Refunds(rec.ID)
+	done := state.Units
 	ref := &ledger.Refund{Sale: rec.ID}
+	want := map[string]int64{}
 	if len(req.Lines) == 0 {
-		if rec.Refunded > 0 || len(n.refs.refundedUnits(rec.ID)) > 0 {
-			return nil, apiErr(CodeRefundExceedsSale, "sale %s is already partly refunded (%d); name the lines to refund", rec.ID, rec.Refunded)
+		if state.Amount > 0 || len(done) > 0 {
+			return nil, apiErr(CodeRefundExceedsSale, "sale %s is already partly refunded (%d); name the lines to refund", rec.ID, state.Amount)
 		}
 		for _, l := range rec.Lines {
 			ref.Lines = append(ref.Lines, ledger.RefundLine{SKU: l.SKU, Qty: l.Qty})
+			want[l.SKU] += l.Qty
 		}
-		ref.Amount = rec.Total
-		return ref, nil
 	}
 	if len(req.Lines) > ledger.MaxLines {
 		return nil, apiErr(CodeBadQuantity, "a refund has at most %d lines", ledger.MaxLines)
 	}
-	done := n.refs.refundedUnits(rec.ID)
-	want := map[string]int64{}
 	for i, l := range req.Lines {
 		if l.SKU == "" {
 			return nil, apiErr(CodeMissingField, "lines[%d].sku is required", i)
@@ -286,23 +294,24 @@ func (n *Node) refundBody(req *refundReq, rec ledger.SaleRecord) (*ledger.Refund
 		}
 		ref.Lines = append(ref.Lines, ledger.RefundLine{SKU: l.SKU, Qty: qty})
 	}
-	// Price each refunded unit at what the sale charged, line by line.
-	// Units already refunded came off the first lines of their SKU.
-	left := map[string]int64{}
-	for sku, q := range want {
-		left[sku] = q
-	}
-	for _, l := range rec.Lines {
-		skip := min(done[l.SKU], l.Qty)
-		done[l.SKU] -= skip
-		take := min(left[l.SKU], l.Qty-skip)
-		left[l.SKU] -= take
-		ref.Amount += take * l.UnitPrice
-	}
-	if ref.Amount > rec.Total-rec.Refunded {
-		return nil, apiErr(CodeRefundExceedsSale, "sale %s has %d left to refund; this refund is %d", rec.ID, rec.Total-rec.Refunded, ref.Amount)
+	ref.Amount = ledger.RefundPrice(&rec.Sale, done, want)
+	if ref.Amount > rec.Total-state.Amount {
+		return nil, apiErr(CodeRefundExceedsSale, "sale %s has %d left to refund; this refund is %d", rec.ID, rec.Total-state.Amount, ref.Amount)
 	}
 	return ref, nil
+}
+
+// refundResultOf is the answer to POST /v1/refunds for refund op id of
+// sale, with its receipt number from the ledger.
+func (n *Node) refundResultOf(sale, id string, seq uint64, store string, amount int64) refundResult {
+	res := refundResult{RefundID: id, SaleID: sale, Amount: amount, Device: n.self.Device, Seq: seq, Store: store}
+	for _, r := range n.l.Refunds(sale).Refunds {
+		if r.ID == id {
+			res.Receipt, res.Device = r.Receipt, r.Device
+			res.Honoured = r.Paid
+		}
+	}
+	return res
 }
 
 func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) error {
@@ -323,17 +332,13 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) error {
 	}
 	unlock := n.keys.lock(key)
 	defer unlock()
-	n.refundMu.Lock()
-	defer n.refundMu.Unlock()
-	rec, _ = n.l.Sale(req.SaleID) // re-read under the lock: Refunded may have moved
 	if saleID, prior, found := n.priorWrite(key); found {
 		b, isRefund := prior.Body.(*ledger.Refund)
 		if saleID != "" || !isRefund || b.Sale != req.SaleID || !sameRefundLines(b, &req) {
 			return apiErr(CodeIdempotencyConflict, "Idempotency-Key %q was already used for a different request (%s)", key, describePrior(saleID, prior))
 		}
 		w.Header().Set("Idempotent-Replayed", "true")
-		writeJSON(w, http.StatusCreated, refundResult{RefundID: prior.ID, SaleID: b.Sale, Amount: b.Amount,
-			Receipt: ledger.ReceiptNo(n.self.Device, prior.Seq), Device: n.self.Device, Seq: prior.Seq, Store: prior.Store})
+		writeJSON(w, http.StatusCreated, n.refundResultOf(b.Sale, prior.ID, prior.Seq, prior.Store, b.Amount))
 		return nil
 	}
 	body, err := n.refundBody(&req, rec)
@@ -346,8 +351,7 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	n.refs.add(o)
-	writeJSON(w, http.StatusCreated, refundResult{RefundID: o.ID(), SaleID: rec.ID, Amount: body.Amount,
-		Receipt: ledger.ReceiptNo(o.Device, o.Seq), Device: o.Device, Seq: o.Seq, Store: rec.Store})
+	writeJSON(w, http.StatusCreated, n.refundResultOf(rec.ID, o.ID(), o.Seq, rec.Store, body.Amount))
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/sink"
 )
 
 // peerView is one peer in GET /v1/status.
@@ -30,21 +31,22 @@ type peerView struct {
 
 // statusView is GET /v1/status (DESIGN §8a).
 type statusView struct {
-	Device            string     `json:"device"`
-	Name              string     `json:"name"`
-	Store             string     `json:"store"`
-	Role              string     `json:"role"`
-	Fleet             string     `json:"fleet"`
-	Addrs             []string   `json:"addrs"`
-	Peers             []peerView `json:"peers"`
-	Paths             []string   `json:"paths"` // how the synced peers were found
-	QueuedForAnchor   uint64     `json:"queued_for_anchor"`
-	LastAnchorContact *time.Time `json:"last_anchor_contact"` // null: never
-	Offline           bool       `json:"offline"`
-	Conflicts         int        `json:"conflicts"` // open ones
-	Forks             int        `json:"forks"`
-	HeldOps           int        `json:"held_ops"`
-	Now               time.Time  `json:"now"`
+	Device            string        `json:"device"`
+	Name              string        `json:"name"`
+	Store             string        `json:"store"`
+	Role              string        `json:"role"`
+	Fleet             string        `json:"fleet"`
+	Addrs             []string      `json:"addrs"`
+	Peers             []peerView    `json:"peers"`
+	Paths             []string      `json:"paths"` // how the synced peers were found
+	QueuedForAnchor   uint64        `json:"queued_for_anchor"`
+	LastAnchorContact *time.Time    `json:"last_anchor_contact"` // null: never
+	Offline           bool          `json:"offline"`
+	Conflicts         int           `json:"conflicts"` // open ones
+	Forks             int           `json:"forks"`
+	HeldOps           int           `json:"held_ops"`
+	Sinks             []sink.Status `json:"sinks,omitempty"` // an anchor's PostgreSQL and MQTT feeds
+	Now               time.Time     `json:"now"`
 }
 
 func (n *Node) status() statusView {
@@ -57,6 +59,7 @@ func (n *Node) status() statusView {
 		Fleet: n.l.FleetID(), Addrs: m.Addrs(), Peers: []peerView{}, Paths: ms.Paths,
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Now: n.cfg.Now().UTC(),
+		Sinks: n.sinkStatus(),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}
@@ -110,13 +113,8 @@ func (n *Node) conflictScope() string {
 }
 
 func (n *Node) openConflicts() int {
-	k := 0
-	for _, c := range n.l.Conflicts(n.conflictScope()) {
-		if c.Resolution == nil {
-			k++
-		}
-	}
-	return k
+	open, _ := n.l.OpenConflicts(n.conflictScope())
+	return open
 }
 
 func (n *Node) handleListConflicts(w http.ResponseWriter, r *http.Request) error {

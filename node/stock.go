@@ -2,17 +2,16 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"storemesh/ledger"
 )
 
 type stockReq struct {
-	Store  string       `json:"store"` // anchors only
-	SKU    string       `json:"sku"`
-	Qty    *json.Number `json:"qty"`     // received
-	OnHand *json.Number `json:"on_hand"` // counted
+	Store  string      `json:"store"` // anchors only
+	SKU    string      `json:"sku"`
+	Qty    *jsonNumber `json:"qty"`     // received
+	OnHand *jsonNumber `json:"on_hand"` // counted
 }
 
 type stockResult struct {
@@ -131,9 +130,10 @@ func (n *Node) mayManage(what string) error {
 }
 
 type catalogReq struct {
-	Name      string       `json:"name"`
-	UnitPrice *json.Number `json:"unit_price"`
-	Currency  string       `json:"currency"`
+	Name      string      `json:"name"`
+	UnitPrice *jsonNumber `json:"unit_price"`
+	Currency  string      `json:"currency"`
+	Stock     string      `json:"stock"` // optional: tracked, untracked
 }
 
 func (n *Node) handleCatalogPut(w http.ResponseWriter, r *http.Request) error {
@@ -164,7 +164,12 @@ func (n *Node) handleCatalogPut(w http.ResponseWriter, r *http.Request) error {
 	if !currencyRE.MatchString(req.Currency) {
 		return apiErr(CodeBadCurrency, "currency %q is not an ISO 4217 code", req.Currency)
 	}
-	item := &ledger.CatalogItem{SKU: sku, Name: req.Name, UnitPrice: price, Currency: req.Currency}
+	switch req.Stock {
+	case "", ledger.StockTracked, ledger.StockUntracked:
+	default:
+		return apiErr(CodeBadStockMode, "stock %q: \"tracked\" or \"untracked\" (or leave it out)", req.Stock)
+	}
+	item := &ledger.CatalogItem{SKU: sku, Name: req.Name, UnitPrice: price, Currency: req.Currency, Stock: req.Stock}
 	if _, err := n.l.Append(context.WithoutCancel(r.Context()), ledger.FleetScope, ledger.KindCatalogUpsert, item); err != nil {
 		return err
 	}
@@ -208,10 +213,10 @@ func (n *Node) handleGetPolicy(w http.ResponseWriter, r *http.Request) error {
 }
 
 type policyReq struct {
-	Store          string       `json:"store"`
-	OfflineMethods []string     `json:"offline_methods"`
-	MaxOfflineSale *json.Number `json:"max_offline_sale"`
-	MaxOfflineAge  *json.Number `json:"max_offline_age_s"`
+	Store          string      `json:"store"`
+	OfflineMethods []string    `json:"offline_methods"`
+	MaxOfflineSale *jsonNumber `json:"max_offline_sale"`
+	MaxOfflineAge  *jsonNumber `json:"max_offline_age_s"`
 }
 
 func (n *Node) handlePutPolicy(w http.ResponseWriter, r *http.Request) error {
@@ -235,7 +240,7 @@ func (n *Node) handlePutPolicy(w http.ResponseWriter, r *http.Request) error {
 			return apiErr(CodeBadPaymentMethod, "payment method %q: lower-case letters, digits and _", m)
 		}
 	}
-	zero := json.Number("0")
+	zero := jsonNumber{"0"}
 	if req.MaxOfflineSale == nil {
 		req.MaxOfflineSale = &zero
 	}

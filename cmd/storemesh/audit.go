@@ -112,7 +112,22 @@ func runAuditVerify(c *cli, args []string) error {
 			fmt.Fprintf(c.stdout, "  store %s: %d sales, %d %s\n", s.Store, s.Sales, s.Total, s.Currency)
 		}
 		for _, r := range rep.Refunds {
-			fmt.Fprintf(c.stdout, "  store %s: %d refunds, %d\n", r.Store, r.Refunds, r.Amount)
+			fmt.Fprintf(c.stdout, "  store %s: %d refunds, %d honoured", r.Store, r.Refunds, r.Amount)
+			if r.Conflicts > 0 {
+				fmt.Fprintf(c.stdout, ", %d past what their sale had left", r.Conflicts)
+			}
+			if r.Unmatched > 0 {
+				fmt.Fprintf(c.stdout, ", %d of sales not in the bundle", r.Unmatched)
+			}
+			fmt.Fprintln(c.stdout)
+		}
+		for _, rc := range rep.RefundConflicts {
+			state := "OPEN"
+			if rc.Resolution != nil {
+				state = "resolved: " + rc.Resolution.Action
+			}
+			fmt.Fprintf(c.stdout, "  refund conflict %s (%s): sale %s, %d units and %d past what was left, not counted\n",
+				rc.ID, state, rc.Sale, rc.Oversold, rc.Excess)
 		}
 		if fleet == nil {
 			fmt.Fprintln(c.stdout, "note: no --fleet given; this proves the bundle consistent, not whose it is")

@@ -208,3 +208,24 @@ func TestCLIDemoExit(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollRefusesTakenName: device names are unique in a fleet (they
+// are on every receipt): enroll refuses a name already in the fleet
+// folder's registry, whatever its case, and writes nothing.
+func TestEnrollRefusesTakenName(t *testing.T) {
+	fleet, enroll := newFleet(t)
+	enroll("till-1", "stall", "terminal")
+	out := filepath.Join(t.TempDir(), "again")
+	stdout, stderr, code := storemesh(t, 30*time.Second, nil, "enroll", "--fleet", fleet, "--store", "stall", "--name", "TILL-1", "--out", out)
+	if code != 1 || !strings.Contains(stderr, "already enrolled") {
+		t.Fatalf("second till-1: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("refused enroll wrote %s (%v)", out, err)
+	}
+	enroll("till-2", "stall", "terminal")
+	reg, err := os.ReadFile(filepath.Join(fleet, "devices.tsv"))
+	if err != nil || strings.Count(string(reg), "\n") != 2 || !strings.HasPrefix(string(reg), "till-1\t12D3KooW") {
+		t.Errorf("registry %q (%v)", reg, err)
+	}
+}

@@ -30,7 +30,8 @@ func runFleetInit(c *cli, args []string) error {
 func runEnroll(c *cli, args []string) error {
 	fs := newFlags("enroll", "storemesh enroll --fleet FLEET --store S --role terminal|manager|anchor --name N --out DEV [--days 365]",
 		"Makes a device key (its libp2p identity) and a certificate signed by the fleet key:\n"+
-			"DEV/device.key (0600), DEV/device.cert, DEV/fleet.pub. Anchors cover every store (store \"*\").")
+			"DEV/device.key (0600), DEV/device.cert, DEV/fleet.pub. Anchors cover every store (store \"*\").\n"+
+			"Names are unique in the fleet: FLEET/devices.tsv lists every device enrolled, and a name in it is refused.")
 	fleet := fs.String("fleet", "", "fleet directory made by storemesh fleet init (required)")
 	store := fs.String("store", "", "store id the device sells for (required unless --role anchor)")
 	role := fs.String("role", "terminal", "terminal, manager or anchor")
@@ -55,12 +56,18 @@ func runEnroll(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := node.CheckDeviceName(*fleet, *name); err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
 	d, err := node.Enroll(fk, node.EnrollRequest{Store: *store, Role: r, Name: *name, Valid: time.Duration(*days) * 24 * time.Hour}, rand.Reader)
 	if err != nil {
 		return err
 	}
 	if err := node.WriteDevice(*out, d); err != nil {
 		return err
+	}
+	if err := node.RegisterDevice(*fleet, d.Cert); err != nil {
+		return fmt.Errorf("enroll: device written to %s, but the fleet registry %s was not updated: %w", *out, node.RegistryFile, err)
 	}
 	fmt.Fprintf(c.stdout, "device %s\nname %s, %s of store %s, fleet %s, valid until %s\n", d.Cert.Device, d.Cert.Name, d.Cert.Role,
 		d.Cert.Store, d.Cert.Fleet, time.UnixMilli(d.Cert.Expiry).UTC().Format(time.DateOnly))

@@ -29,7 +29,7 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	mdnsDefault := true
 	if anchor {
 		name, usage, summary = "anchor",
-			"storemesh anchor --device DEV --data DIR --http ADDR --listen MULTIADDR [--peer MULTIADDR]...",
+			"storemesh anchor --device DEV --data DIR --http ADDR --listen MULTIADDR [--peer MULTIADDR]... [--postgres URL] [--mqtt tcp://HOST:1883 [--mqtt-prefix P]]",
 			"Runs a cloud anchor: a peer that replicates every store and that terminals reach as their uplink."
 		mdnsDefault = false
 	}
@@ -45,6 +45,12 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	mdnsIface := fs.String("mdns-iface", "", "network interface for mDNS (default: the first up multicast interface with IPv4)")
 	offlineAfter := fs.Duration("offline-after", 60*time.Second, "no anchor contact for this long = offline (the store's offline policy applies)")
 	readyFile := fs.String("ready-file", "", "write {\"device\",\"http\",\"addrs\"} as JSON here once serving (for scripts and tests)")
+	var pgURL, mqttURL, mqttPrefix *string
+	if anchor {
+		pgURL = fs.String("postgres", "", "feed every op to this PostgreSQL database (postgres://USER@HOST:5432/DB; prefer env STOREMESH_POSTGRES); see docs/postgres.md")
+		mqttURL = fs.String("mqtt", "", "publish events to this MQTT broker (tcp://HOST:1883); see docs/mqtt.md")
+		mqttPrefix = fs.String("mqtt-prefix", "", "topic prefix for --mqtt (P → P/store/S/pos/sale.created)")
+	}
 	logs := addLogFlags(fs, "info")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
@@ -90,6 +96,12 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	cfg.MDNS, cfg.MDNSInterface = *mdns, *mdnsIface
 	cfg.OfflineAfter = *offlineAfter
 	cfg.Logger = log
+	if anchor {
+		cfg.Postgres, cfg.MQTT, cfg.MQTTPrefix = *pgURL, *mqttURL, *mqttPrefix
+		if cfg.Postgres == "" {
+			cfg.Postgres = os.Getenv("STOREMESH_POSTGRES") // a URL may carry a password: keep it out of ps
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -28,9 +28,17 @@ const (
 	// to it. Past it new ones are dropped: the session's anti-entropy
 	// (summaries every few ticks) sends them anyway, from the ledger.
 	maxPendingPush = 1 << 14
-	// maxQueuedOut bounds frames waiting for the stream. The session's
-	// window keeps it far lower; a peer that stops reading hits it.
-	maxQueuedOut = 32 << 20
+	// maxQueuedOut is the high-water mark of frames waiting for the
+	// stream. The session's own output is bounded (its want window,
+	// mesh.SessionConfig.WindowBytes, and one frame per push); past the
+	// mark the driver stops feeding the session (no frames read, no
+	// pushes, no ticks) until the writer drains: a slow reader is
+	// back-pressure, not a ban. 4 MiB: a few windows.
+	maxQueuedOut = 4 << 20
+	// maxStall is how long the queue may stay above the mark before the
+	// session ends (errSlowPeer, not banned): a peer that reads nothing
+	// for this long is gone or hostile, and its stream holds our memory.
+	maxStall = 2 * time.Minute
 	// byeGrace is how long a closing session may spend sending its bye.
 	byeGrace = time.Second
 )
@@ -38,7 +46,7 @@ const (
 var (
 	errReplaced   = errors.New("mesh: replaced by a newer stream from the same peer")
 	errMeshClosed = errors.New("mesh: closed")
-	errSlowPeer   = errors.New("mesh: peer is not reading; too many frames queued")
+	errSlowPeer   = errors.New("mesh: peer read nothing for too long; frames queued")
 )
 
 // driver runs one mesh.Session over one libp2p stream. Its loop goroutine is
@@ -74,6 +82,7 @@ type driver struct {
 	outBytes  int
 	outClosed bool
 	outDone   chan struct{}
+	drained   chan struct{} // the writer flushed: the queue may be below the mark
 }
 
 func newDriver(m *Mesh, s network.Stream, pub ed25519.PublicKey, found string) *driver {
@@ -87,6 +96,7 @@ func newDriver(m *Mesh, s network.Stream, pub ed25519.PublicKey, found string) *
 		done:     make(chan struct{}),
 		pushWake: make(chan struct{}, 1),
 		outDone:  make(chan struct{}),
+		drained:  make(chan struct{}, 1),
 	}
 	if self := m.l.Self(); self != nil {
 		d.scope = self.Store
@@ -184,6 +194,10 @@ func (d *driver) run() {
 	tick := time.NewTicker(d.m.cfg.TickInterval)
 	defer tick.Stop()
 	for err == nil {
+		if d.congested() {
+			err = d.waitDrained(errs)
+			continue
+		}
 		select {
 		case f := <-frames:
 			err = d.call(func(ctx context.Context) error { return d.sess.Step(ctx, f) })
@@ -264,8 +278,32 @@ func (d *driver) enqueue(frames [][]byte) error {
 		d.outBytes += len(f)
 	}
 	d.outCond.Signal()
-	if d.outBytes > maxQueuedOut {
-		return errSlowPeer
+	return nil
+}
+
+// congested reports whether the queue is above the high-water mark.
+func (d *driver) congested() bool {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	return d.outBytes > maxQueuedOut
+}
+
+// waitDrained blocks the loop, and so the reader behind it and the
+// pushes, until the writer drains the queue below the mark, the stream
+// ends or maxStall passes.
+func (d *driver) waitDrained(errs <-chan error) error {
+	stall := time.NewTimer(maxStall)
+	defer stall.Stop()
+	for d.congested() {
+		select {
+		case <-d.drained:
+		case err := <-errs:
+			return err
+		case <-d.ctx.Done():
+			return context.Cause(d.ctx)
+		case <-stall.C:
+			return errSlowPeer
+		}
 	}
 	return nil
 }
@@ -305,17 +343,24 @@ func (d *driver) writeLoop(errs chan<- error) {
 			d.outCond.Wait()
 		}
 		q, closed := d.outQ, d.outClosed
-		d.outQ, d.outBytes = nil, 0
+		d.outQ = nil
 		d.outMu.Unlock()
 		for _, f := range q {
 			if err := w.WriteMsg(f); err != nil {
 				errs <- err
 				return
 			}
+			d.outMu.Lock()
+			d.outBytes -= len(f)
+			d.outMu.Unlock()
 		}
 		if err := bw.Flush(); err != nil {
 			errs <- err
 			return
+		}
+		select {
+		case d.drained <- struct{}{}:
+		default:
 		}
 		if closed && len(q) == 0 {
 			return

@@ -498,6 +498,8 @@ func addStats(dst *mesh.SessionStats, s mesh.SessionStats) {
 	dst.FramesIn += s.FramesIn
 	dst.FramesOut += s.FramesOut
 	dst.LastSync = max(dst.LastSync, s.LastSync)
+	dst.ServedBytes += s.ServedBytes
+	dst.WantsMerged += s.WantsMerged
 	for k, v := range s.Rejected {
 		if dst.Rejected == nil {
 			dst.Rejected = map[string]uint64{}

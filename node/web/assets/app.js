@@ -184,7 +184,10 @@ function renderConflicts() {
   for (const c of state.conflicts) {
     const li = el("li", { "data-testid": "conflict-" + c.id, "data-resolved": String(!!c.resolution) },
       el("strong", { text: c.kind + " " + c.sku }),
-      " store " + c.store + ": " + c.oversold + " oversold by sale " + c.sale_id.slice(0, 8) + " (on hand " + c.on_hand + ")");
+      c.kind === "over_refund"
+        ? " store " + c.store + ": refund " + c.refund_id.slice(0, 8) + " of sale " + c.sale_id.slice(0, 8) + " asked " +
+          c.oversold + " unit(s) and " + money(c.excess_amount) + " more than the sale had left (not credited)"
+        : " store " + c.store + ": " + c.oversold + " oversold by sale " + c.sale_id.slice(0, 8) + " (on hand " + c.on_hand + ")");
     if (c.resolution) {
       li.append(el("div", { class: "muted", text: "resolved: " + c.resolution.action + (c.resolution.note ? " — " + c.resolution.note : "") }));
     } else {
