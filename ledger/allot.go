@@ -178,10 +178,9 @@ func (b *AllotWriteoff) validate() error {
 	return nil
 }
 
-// allotMove is one stock movement of a (store, sku): the op's chain id and
-// seq, and its signed delta.
+// allotMove is one stock movement of a (store, sku) in one chain: the op's
+// seq and its signed delta (16 bytes a movement; kept per chain id).
 type allotMove struct {
-	chain string
 	seq   uint64
 	delta int64
 }
@@ -204,9 +203,9 @@ type allotAct struct {
 // allotSKU is everything known about one (store, sku) for allotments.
 type allotSKU struct {
 	conv  crdt.LWW[allotConv]
-	moves []allotMove
-	acts  []allotAct // transfers, requests, write-offs of every epoch
-	calc  *allotCalc // derived for conv's epoch; nil until asked for or after conv changed
+	moves map[string][]allotMove // chain id → its movements, in seq order
+	acts  []allotAct             // transfers, requests, write-offs of every epoch
+	calc  *allotCalc             // derived for conv's epoch; nil until asked for or after conv changed
 }
 
 // allotCalc is the counter under the epoch in force.
@@ -226,8 +225,10 @@ func (a *allotSKU) counter() *allotCalc {
 	}
 	c := &allotCalc{epoch: a.conv.Value.ID, requests: map[string]allotAct{}}
 	a.calc = c
-	for _, m := range a.moves {
-		a.addMove(m)
+	for chain, ms := range a.moves {
+		for _, m := range ms {
+			a.addMove(chain, m)
+		}
 	}
 	for _, x := range a.acts {
 		a.addAct(x)
@@ -235,10 +236,10 @@ func (a *allotSKU) counter() *allotCalc {
 	return c
 }
 
-func (a *allotSKU) addMove(m allotMove) {
+func (a *allotSKU) addMove(chain string, m allotMove) {
 	c := a.calc
-	owner := ChainOwner(m.chain)
-	if s := a.conv.Value.Set.Seen; m.seq <= s[m.chain] {
+	owner := ChainOwner(chain)
+	if s := a.conv.Value.Set.Seen; m.seq <= s[chain] {
 		owner = a.conv.Value.By
 	}
 	if m.delta > 0 {
@@ -268,25 +269,36 @@ func (a *allotSKU) addAct(x allotAct) {
 	}
 }
 
+// allotBook is the state's allotment part: every (store, sku) with a stock
+// movement or an allotment op, and the set of those allotted now.
+type allotBook struct {
+	skus map[stockKey]*allotSKU
+	on   map[stockKey]bool
+}
+
 func (s *state) allotOf(store, sku string) *allotSKU {
-	if s.allot == nil {
-		s.allot = map[stockKey]*allotSKU{}
+	if s.allot.skus == nil {
+		s.allot.skus = map[stockKey]*allotSKU{}
+		s.allot.on = map[stockKey]bool{}
 	}
 	k := stockKey{store, sku}
-	a := s.allot[k]
+	a := s.allot.skus[k]
 	if a == nil {
 		a = &allotSKU{}
-		s.allot[k] = a
+		s.allot.skus[k] = a
 	}
 	return a
 }
 
 func (s *state) allotMoved(o *Op, sku string, delta int64) {
 	a := s.allotOf(o.Store, sku)
-	m := allotMove{chain: o.Device, seq: o.Seq, delta: delta}
-	a.moves = append(a.moves, m)
+	m := allotMove{seq: o.Seq, delta: delta}
+	if a.moves == nil {
+		a.moves = map[string][]allotMove{}
+	}
+	a.moves[o.Device] = append(a.moves[o.Device], m)
 	if a.calc != nil && a.calc.epoch == a.conv.Value.ID {
-		a.addMove(m)
+		a.addMove(o.Device, m)
 	}
 }
 
@@ -318,6 +330,11 @@ func (s *state) allotApply(o *Op, b body) {
 		a := s.allotOf(o.Store, b.SKU)
 		if a.conv.Set(allotConv{ID: o.ID(), By: ChainOwner(o.Device), Set: *b}, o.HLC, o.Device) {
 			a.calc = nil
+			if k := (stockKey{o.Store, b.SKU}); b.Allotted {
+				s.allot.on[k] = true
+			} else {
+				delete(s.allot.on, k)
+			}
 		}
 	case *AllotTransfer, *AllotRequest, *AllotWriteoff:
 		var sku string

@@ -227,6 +227,9 @@ func TestAllotConversionKeepsTotalsExact(t *testing.T) {
 			t.Fatalf("rights after conversion: %+v", st)
 		}
 	}
+	if s.la.AllotOverspends() == 0 {
+		t.Fatal("the overspend was not counted")
+	}
 }
 
 // TestAllotWriteoff: units stranded on a lost till are reclaimed by HQ;

@@ -13,8 +13,10 @@ import (
 // placed in its chain but group commit has not made durable (and so not
 // materialised) yet: two concurrent sales must not both spend one unit.
 type allotInFlight struct {
-	units map[stockKey]int64
-	ops   map[Hash][]allotSpend
+	units      map[stockKey]int64
+	ops        map[Hash][]allotSpend
+	overspends uint64                       // devices seen overspent, per (store, sku)
+	flagged    map[stockKey]map[string]bool // which
 }
 
 type allotSpend struct {
@@ -43,7 +45,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body) (func(*Op), error) 
 			spends = addSpend(spends, stockKey{store, b.SKU}, b.Qty)
 		}
 	case *AllotSet:
-		a := l.st.allot[stockKey{store, b.SKU}]
+		a := l.st.allot.skus[stockKey{store, b.SKU}]
 		if b.Allotted && a.allotted() {
 			return nil, fmt.Errorf("%w: %s is already allotted in %s", ErrBadInput, b.SKU, store)
 		}
@@ -72,7 +74,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body) (func(*Op), error) 
 		if b.Device == self {
 			return nil, fmt.Errorf("%w: write-off of one's own units", ErrBadInput)
 		}
-		c := l.st.allot[stockKey{store, b.SKU}].counter()
+		c := l.st.allot.skus[stockKey{store, b.SKU}].counter()
 		if r := c.bc.Rights(b.Device); r < b.Units {
 			return nil, fmt.Errorf("%w: %s holds %d units of %s, not %d", ErrBadInput, b.Device, r, b.SKU, b.Units)
 		}
@@ -80,7 +82,7 @@ func (l *Ledger) allotCheck(store string, kind Kind, b body) (func(*Op), error) 
 	// Only allotted SKUs are checked; sum the op's spends per SKU first.
 	var held []allotSpend
 	for _, sp := range spends {
-		a := l.st.allot[sp.k]
+		a := l.st.allot.skus[sp.k]
 		if !a.allotted() {
 			continue
 		}
@@ -116,7 +118,7 @@ func addSpend(s []allotSpend, k stockKey, n int64) []allotSpend {
 }
 
 func (l *Ledger) allotEpochOK(store, sku, epoch string) error {
-	a := l.st.allot[stockKey{store, sku}]
+	a := l.st.allot.skus[stockKey{store, sku}]
 	if !a.allotted() {
 		return fmt.Errorf("%w: %s is not allotted in %s", ErrBadInput, sku, store)
 	}
@@ -137,12 +139,16 @@ func (f *allotInFlight) reserve(h Hash, sp []allotSpend) {
 	}
 }
 
-// allotLanded releases an own op's reservation once it is materialised.
+// allotLanded releases an own op's reservation once it is materialised,
+// and flags a device an op left with negative rights (logged and counted;
+// the state shows it under AllotStatus.Overspent).
 // Called under l.mu.
-func (l *Ledger) allotLanded(o *Op) {
+func (l *Ledger) allotLanded(p pendingOp) {
+	o := p.op
 	f := &l.allotHeld
 	sp, ok := f.ops[o.hash]
 	if !ok {
+		l.allotFlag(p)
 		return
 	}
 	delete(f.ops, o.hash)
@@ -151,6 +157,62 @@ func (l *Ledger) allotLanded(o *Op) {
 			delete(f.units, s.k)
 		}
 	}
+}
+
+func (l *Ledger) allotFlag(p pendingOp) {
+	var skus []string
+	switch b := p.body.(type) {
+	case *Sale:
+		for _, ln := range b.Lines {
+			skus = append(skus, ln.SKU)
+		}
+	case *AllotTransfer:
+		skus = []string{b.SKU}
+	case *AllotSet:
+		skus = []string{b.SKU}
+	case *AllotWriteoff:
+		skus = []string{b.SKU}
+	case *StockTransferred:
+		skus = []string{b.SKU}
+	case *StockCounted:
+		skus = []string{b.SKU}
+	default:
+		return
+	}
+	f := &l.allotHeld
+	for _, sku := range skus {
+		k := stockKey{p.op.Store, sku}
+		a := l.st.allot.skus[k]
+		if !a.allotted() {
+			continue
+		}
+		c := a.counter()
+		for _, d := range c.bc.Devices() {
+			r := c.bc.Rights(d)
+			if r >= 0 || f.flagged[k][d] {
+				continue
+			}
+			if f.flagged == nil {
+				f.flagged = map[stockKey]map[string]bool{}
+			}
+			if f.flagged[k] == nil {
+				f.flagged[k] = map[string]bool{}
+			}
+			f.flagged[k][d] = true
+			f.overspends++
+			l.log.Warn("allotment overspent: a device spent units it did not hold", "op", p.op.String(),
+				"device", d, "store", k.store, "sku", sku, "rights", r)
+		}
+	}
+}
+
+// AllotOverspends counts the (store, sku, device) found with negative
+// rights to an allotted SKU since Open (replay included): each is logged
+// once, and listed by AllotStatus.Overspent.
+func (l *Ledger) AllotOverspends() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.allotHeld.overspends
 }
 
 // AllotHolding is one device's units of an allotted SKU.
@@ -222,7 +284,7 @@ func (s *AllotStatus) Rights(device string) int64 {
 func (l *Ledger) Allotted(store, sku string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.st.allot[stockKey{store, sku}].allotted()
+	return l.st.allot.skus[stockKey{store, sku}].allotted()
 }
 
 // Allotments lists the allotted SKUs of store ("" for every store),
@@ -231,9 +293,9 @@ func (l *Ledger) Allotments(store string) []AllotStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []AllotStatus
-	for k, a := range l.st.allot {
-		if (store == "" || k.store == store) && a.allotted() {
-			out = append(out, l.allotStatusLocked(k, a))
+	for k := range l.st.allot.on {
+		if store == "" || k.store == store {
+			out = append(out, l.allotStatusLocked(k, l.st.allot.skus[k]))
 		}
 	}
 	slices.SortFunc(out, func(a, b AllotStatus) int { return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.SKU, b.SKU)) })
@@ -246,7 +308,7 @@ func (l *Ledger) Allotment(store, sku string) (AllotStatus, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := stockKey{store, sku}
-	a := l.st.allot[k]
+	a := l.st.allot.skus[k]
 	if !a.allotted() {
 		return AllotStatus{Store: store, SKU: sku}, false
 	}
@@ -291,7 +353,7 @@ func (l *Ledger) holding(device string, units int64) AllotHolding {
 
 // holdingsLocked lists the devices other than self holding units of k.
 func (l *Ledger) holdingsLocked(k stockKey, self string) []AllotHolding {
-	st := l.allotStatusLocked(k, l.st.allot[k])
+	st := l.allotStatusLocked(k, l.st.allot.skus[k])
 	out := st.Holders[:0:0]
 	for _, h := range st.Holders {
 		if h.Device != self {

@@ -108,9 +108,10 @@
 //     the SKU became allotted, or after a write-off of its units it had
 //     not heard of, overspends; it is flagged (AllotStatus.Overspent),
 //     every replica alike, never hidden. allot*.go keeps every stock
-//     movement (chain, seq, delta) of every (store, sku) in memory so a
-//     late allot.set can be applied in any order: memory grows with the
-//     stock history, as the sale log's uses already do.
+//     movement (seq, delta: 16 bytes, per chain) of every (store, sku) in
+//     memory so a late allot.set can be applied in any order: memory grows
+//     with the stock history (16 MB per million sale lines), as the sale
+//     log's uses already do.
 //
 // Imports: crdt, go-datastore and go-ds-badger4, the standard library.
 // Never libp2p or net: the ledger knows nothing of the network.

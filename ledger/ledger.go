@@ -455,7 +455,7 @@ func (l *Ledger) materialise(p pendingOp) {
 		vv[o.Device] = o.Seq
 	}
 	l.st.apply(o, p.body)
-	l.allotLanded(o)
+	l.allotLanded(p)
 }
 
 func opKey(o *Op) ds.Key {

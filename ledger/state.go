@@ -98,7 +98,7 @@ type state struct {
 	refundList map[string][]Conflict // sorted cache of refundConf; nil when stale
 
 	receipts receiptBook
-	allot    map[stockKey]*allotSKU // stock allotments (allot.go); made on first use
+	allot    allotBook // stock allotments (allot.go)
 }
 
 func newState() *state {

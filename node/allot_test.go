@@ -141,3 +141,41 @@ func BenchmarkAllotRefill(b *testing.B) {
 	}
 	b.ReportMetric(total.Seconds()*1000/float64(b.N), "ms/refill")
 }
+
+// TestAllotWriteoffRoute: a terminal holding units is lost; the manager
+// writes them off over HTTP and holds them again; GET /v1/stock and GET
+// /v1/allotments say where units are.
+func TestAllotWriteoffRoute(t *testing.T) {
+	f := newTestFleet(t, 16)
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "office"))
+	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-1"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
+	setItem(t, mgr, "SCARF", "Scarf", 900)
+	must(t, mgr, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"allotted": true})
+	must(t, mgr, 201, "POST", "/v1/stock/received", map[string]any{"sku": "SCARF", "qty": 5})
+	waitFor(t, 20*time.Second, "units to reach the terminal, and both to know", func() bool {
+		v, w := allotOf(t, mgr, "SCARF"), allotOf(t, term, "SCARF")
+		return len(v.Elsewhere) == 1 && len(v.Requests) == 0 && w.Here > 0 && len(w.Elsewhere) == 1 && w.Elsewhere[0].Units == v.Here
+	})
+	var stock struct{ Items []stockView }
+	must(t, term, 200, "GET", "/v1/stock", nil).decode(t, &stock)
+	if len(stock.Items) != 1 || stock.Items[0].Allotment == nil || stock.Items[0].Allotment.Here != 2 ||
+		stock.Items[0].Allotment.Elsewhere[0].Name != "office" || stock.Items[0].Allotment.Elsewhere[0].Units != 3 {
+		t.Fatalf("GET /v1/stock on the terminal: %+v", stock.Items)
+	}
+	if err := term.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var v allotView
+	must(t, mgr, 201, "POST", "/v1/allotments/SCARF/writeoff", map[string]any{"device": term.self.Device, "reason": "lost"}).decode(t, &v)
+	if v.Here != 5 || len(v.Elsewhere) != 0 || v.Total != 5 {
+		t.Fatalf("after the write-off: %+v", v)
+	}
+	if r := call(t, mgr, "POST", "/v1/allotments/SCARF/writeoff", map[string]any{"device": term.self.Device}); r.code() != CodeBadQuantity {
+		t.Fatalf("writing off a device holding nothing: %d %s", r.status, r.body)
+	}
+	var list struct{ Items []allotView }
+	must(t, mgr, 200, "GET", "/v1/allotments", nil).decode(t, &list)
+	if len(list.Items) != 1 || list.Items[0].Here != 5 {
+		t.Fatalf("GET /v1/allotments: %+v", list.Items)
+	}
+}

@@ -89,6 +89,7 @@ var (
 	descOwnMissing = prometheus.NewDesc("storemesh_own_chain_missing", "Ops of this device's own chain it is known to have written but no longer holds (lost from storage; writes wait for sync), by scope.", []string{"scope"}, nil)
 	descOwnHeld    = prometheus.NewDesc("storemesh_own_chain_held", "Length of this device's own chain held, by scope.", []string{"scope"}, nil)
 	descNoSpace    = prometheus.NewDesc("storemesh_storage_no_space_total", "Writes refused by the free-space guard (disk full; nothing written).", nil, nil)
+	descOverspent  = prometheus.NewDesc("storemesh_allotment_overspends_total", "Devices found spending units of an allotted SKU they did not hold (per store and SKU).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -96,7 +97,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
 		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
 		descOwnMissing, descOwnHeld, descNoSpace,
-		descGate, descRevoked} {
+		descGate, descRevoked, descOverspent} {
 		ch <- d
 	}
 }
@@ -124,6 +125,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descOwnMissing, float64(oc.Missing), oc.Scope)
 		gauge(descOwnHeld, float64(oc.Held), oc.Scope)
 	}
+	counter(descOverspent, float64(n.l.AllotOverspends()))
 
 	now := n.cfg.Now()
 	m := n.mesh()

@@ -125,6 +125,7 @@ func (w *world) checkScope(sc string, ops []int) {
 		}
 	}
 	w.checkConflicts(sc, reps)
+	w.checkAllot(sc, reps)
 }
 
 // checkDigests compares each replica's digest with the most common one.

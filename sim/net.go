@@ -281,6 +281,7 @@ func (w *world) deliver(ln *lane, e *event) {
 	} else {
 		w.drain(n)
 	}
+	w.react(n)
 }
 
 // pushTo hands ops to every session of n but the one on link except.

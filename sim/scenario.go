@@ -55,6 +55,8 @@ type CatalogEntry struct {
 	Price  int64  `json:"price"`            // minor units
 	Stock  int64  `json:"stock,omitempty"`  // units received per store at time 0
 	Weight *int   `json:"weight,omitempty"` // how often random sales pick it; default 1, 0 = only scripted sales
+	// Allotted marks the SKU allotted in every store (issue 14, sim/allot.go).
+	Allotted bool `json:"allotted,omitempty"`
 }
 
 // StoreSpec is one store (ID) or Count stores named Prefix001, Prefix002...

@@ -62,6 +62,7 @@ func (w *world) setup() {
 			&ledger.CatalogItem{SKU: c.SKU, Name: name, UnitPrice: c.Price, Currency: w.sc.Currency}, nil)
 	}
 	for _, st := range w.stores {
+		w.allotSetup(st)
 		first := w.nodes[w.byStore[st][0]]
 		for _, c := range w.sc.Catalog {
 			if c.Stock > 0 {
@@ -385,7 +386,9 @@ func (w *world) append(n *node, store string, kind ledger.Kind, body any, deltas
 		ln.ops.Refused = incr(ln.ops.Refused, why)
 		w.traceOp('R', n, nil, why)
 		revoked := why == string(ledger.ReasonRevoked) && w.isRevoked(n) // it learned it was revoked
-		if why != "own_history_behind" && why != "own_chain_forked" && !revoked {
+		if why == refusedAllot {
+			w.allotRefused(n, store, err)
+		} else if why != "own_history_behind" && why != "own_chain_forked" && !revoked {
 			ln.failures = append(ln.failures, w.failure(InvWorkload, store, n.spec.name, "op acknowledged",
 				fmt.Sprintf("Append %s: %v", kind, err)))
 		}
@@ -423,6 +426,8 @@ func refusal(err error) string {
 		return "own_history_behind"
 	case errors.Is(err, ledger.ErrOwnChainForked):
 		return "own_chain_forked"
+	case errors.Is(err, ledger.ErrAllotmentExhausted):
+		return refusedAllot
 	case ledger.RejectReason(err) != "":
 		return string(ledger.RejectReason(err))
 	}

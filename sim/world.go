@@ -116,6 +116,8 @@ type world struct {
 	salesOf map[*node]map[string][]string // checks: anchors' sale ids by store
 	revoked map[string][]*simRevocation   // device → the revocations of it the harness made (revoke.go)
 
+	reactors []*ledger.AllotReactor // per node, when the catalog has an allotted SKU (allot.go)
+
 	rep *Report
 }
 
@@ -271,6 +273,7 @@ func (w *world) tick(n *node) {
 			w.flush(li, side)
 		}
 	}
+	w.react(n)
 }
 
 // check runs every Check interval from the quiet point until every
