@@ -49,6 +49,9 @@ func (s *Session) summarise(periodic bool) {
 		if seen-s.toldSeen < int64(seenRefresh) {
 			return
 		}
+		if _, from := s.cfg.Anchor.AckedSum(s.peer.Store); from == s.cfg.RemoteID || s.peerNear[from] {
+			return // the peer hears HQ's word from the same source
+		}
 		hb.Statements, s.toldSeen = s.cfg.Anchor.Statements(s.peer.Store), seen
 		hb.AnchorCerts = s.anchorCerts(hb.Statements)
 	} else {
