@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"maps"
 	"slices"
 
@@ -149,7 +150,11 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 	for _, r := range res {
 		if r.Err != nil {
 			reason := string(ledger.RejectReason(r.Err))
-			if reason == "" {
+			switch {
+			case reason != "":
+			case errors.Is(r.Err, ledger.ErrTooManyHeld):
+				reason = "held_full" // the author's quota of held ops (ledger/held.go)
+			default:
 				reason = "busy"
 			}
 			s.stats.Rejected[reason]++

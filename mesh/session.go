@@ -190,10 +190,12 @@ type Session struct {
 	all      bool   // peer replicates every store
 	peerS    string // the peer's store (with FleetScope, its scopes) when !all
 	sc       map[string]*scopeState
-	order    []string     // keys of sc, sorted
-	relay    []*ledger.Op // fresh ops from their author, for the driver to push on
-	toldSeen int64        // the anchor contact time in our last summary to the peer
-	counted  bool         // this session is in cfg.Neighbors
+	order    []string          // keys of sc, sorted
+	relay    []*ledger.Op      // fresh ops from their author, for the driver to push on
+	toldSeen int64             // the newest anchor statement clock in our last summary to the peer
+	toldOwn  map[string]uint64 // on an anchor: seq of the own statement last sent, per scope
+	certTold map[string]int    // anchor → tick its certificate was last relayed to the peer
+	counted  bool              // this session is in cfg.Neighbors
 	// peerNear is the set of devices the peer has an established session
 	// with (its last fleet-wide summary); nil until it says. Ops of those
 	// authors are not relayed to it.

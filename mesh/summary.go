@@ -49,7 +49,13 @@ func (s *Session) summarise(periodic bool) {
 		if seen-s.toldSeen < int64(seenRefresh) {
 			return
 		}
-		hb.AnchorSeen, s.toldSeen = seen, seen
+		if _, from := s.cfg.Anchor.AckedSum(s.peer.Store); from == s.cfg.RemoteID || s.peerNear[from] {
+			return // the peer hears HQ's word from the same source
+		}
+		hb.Statements, s.toldSeen = s.cfg.Anchor.Statements(s.peer.Store), seen
+		hb.AnchorCerts = s.anchorCerts(hb.Statements)
+	} else {
+		hb.Statements = s.ownStatement(s.peer.Store, false)
 	}
 	s.emit(msgSummary, hb)
 }
@@ -137,26 +143,32 @@ func (s *Session) ackAsAnchor(scope string, st *scopeState) bool {
 	vv := s.l.VersionVector(scope)
 	st.toldAck = vv.Sum()
 	clear(st.ackDue)
-	s.emit(msgSummary, &summaryMsg{Scope: scope, VV: vv, Partial: true})
+	s.emit(msgSummary, &summaryMsg{Scope: scope, VV: vv, Partial: true, Statements: s.ownStatement(scope, false)})
 	return true
 }
 
 // sendAnchorNews sends what HQ holds of scope, and when it was last heard
 // of, as a partial summary without a version vector.
 func (s *Session) sendAnchorNews(scope string, st *scopeState) {
-	m := &summaryMsg{Scope: scope, VV: crdt.VersionVector{}, Partial: true,
-		Anchor: s.cfg.Anchor.Acked(scope), AnchorSeen: s.cfg.Anchor.Seen()}
-	st.toldAnchor = m.Anchor.Sum()
-	s.toldSeen = max(s.toldSeen, m.AnchorSeen)
+	m := &summaryMsg{Scope: scope, VV: crdt.VersionVector{}, Partial: true, Statements: s.cfg.Anchor.Statements(scope)}
+	m.AnchorCerts = s.anchorCerts(m.Statements)
+	st.toldAnchor, _ = s.cfg.Anchor.AckedSum(scope)
+	s.toldSeen = max(s.toldSeen, s.cfg.Anchor.Seen())
 	s.emit(msgSummary, m)
 }
 
 func (s *Session) sendSummary(scope string) {
 	m := &summaryMsg{Scope: scope, VV: s.l.VersionVector(scope)}
-	if !s.all { // an anchor knows better than we do what it holds
-		m.Anchor = s.cfg.Anchor.Acked(scope)
-		m.AnchorSeen = s.cfg.Anchor.Seen()
-		s.toldSeen = max(s.toldSeen, m.AnchorSeen)
+	var toldAnchor uint64
+	switch {
+	case s.all: // an anchor knows better than we do what it holds
+	case s.l.Self().Role == ledger.RoleAnchor:
+		m.Statements = s.ownStatement(scope, true)
+	default:
+		m.Statements = s.cfg.Anchor.Statements(scope)
+		m.AnchorCerts = s.anchorCerts(m.Statements)
+		toldAnchor, _ = s.cfg.Anchor.AckedSum(scope)
+		s.toldSeen = max(s.toldSeen, s.cfg.Anchor.Seen())
 	}
 	if scope == ledger.FleetScope {
 		var ver uint64
@@ -172,7 +184,7 @@ func (s *Session) sendSummary(scope string) {
 		st.told = m.VV.Sum()
 		st.toldAck = st.told
 		st.toldTick = s.tick
-		st.toldAnchor = m.Anchor.Sum()
+		st.toldAnchor = toldAnchor
 	}
 	if heads := s.l.Heads(scope); len(heads) > 0 {
 		m.Heads = make(map[string][]byte, len(heads))
@@ -211,11 +223,11 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		st.learn(st.peerHas, d, headOf(m.VV[d], h))
 	}
 	st.sent.Merge(m.VV)
-	now := s.cfg.Now()
-	if s.all {
-		s.cfg.Anchor.merge(s.cfg.RemoteID, m.Scope, m.VV, now, now)
-	} else if s.l.Self().Store != ledger.FleetScope {
-		s.cfg.Anchor.merge(s.cfg.RemoteID, m.Scope, m.Anchor, m.AnchorSeen, now)
+	if len(m.Anchor) > 0 || m.AnchorSeen != 0 {
+		s.stats.Rejected["unsigned_hq_claim"]++
+	}
+	if s.l.Self().Store != ledger.FleetScope {
+		s.takeStatements(m.Statements, m.AnchorCerts)
 	}
 	if m.Partial {
 		return nil
@@ -273,7 +285,12 @@ func (s *Session) flushAck(scope string, st *scopeState) {
 	clear(st.ackDue)
 	st.pulled = 0
 	if len(ack) > 0 {
-		s.emit(msgSummary, &summaryMsg{Scope: scope, VV: ack, Partial: true})
+		m := &summaryMsg{Scope: scope, VV: ack, Partial: true}
+		if !s.all && scope == s.peerS && s.l.Self().Role == ledger.RoleAnchor {
+			// HQ's signed word rides on its acks: what it now holds.
+			m.Statements = s.ownStatement(scope, false)
+		}
+		s.emit(msgSummary, m)
 	}
 }
 
@@ -313,7 +330,6 @@ func (s *Session) uncertified(m *summaryMsg, st *scopeState) {
 	}
 	maps.DeleteFunc(m.Heads, func(d string, _ []byte) bool { return m.VV[d] == 0 })
 	maps.DeleteFunc(m.Forks, func(d string, _ []byte) bool { return drop(d) })
-	maps.DeleteFunc(m.Anchor, func(d string, _ uint64) bool { return drop(d) })
 	m.Neighbors = slices.DeleteFunc(m.Neighbors, drop)
 }
 
@@ -340,4 +356,83 @@ func (s *Session) certsArrived(st *scopeState) {
 			}
 		}
 	}
+}
+
+// takeStatements verifies the anchors' statements a summary carries and
+// holds the newer ones; malformed, unsigned or forged ones are ignored and
+// counted (bad_statement, unsigned_statement). A statement no newer than
+// the one held is dropped before its signature is checked.
+func (s *Session) takeStatements(raws, certs [][]byte) {
+	if len(raws) > maxStatements || len(certs) > maxStatements {
+		s.stats.Rejected["too_many_statements"]++
+		raws, certs = raws[:min(len(raws), maxStatements)], certs[:min(len(certs), maxStatements)]
+	}
+	if len(raws) == 0 {
+		return
+	}
+	for _, c := range certs {
+		if _, err := s.l.AddCertificate(context.Background(), c); err != nil {
+			s.stats.Rejected["bad_anchor_cert"]++
+		}
+	}
+	now := s.cfg.Now()
+	for _, raw := range raws {
+		st, body, sig, err := DecodeStatement(raw)
+		if err != nil {
+			s.stats.Rejected["bad_statement"]++
+			continue
+		}
+		if !s.l.HoldsScope(st.Scope) || !s.cfg.Anchor.newer(st.Scope, st.Anchor, st.Seq) {
+			continue
+		}
+		if err := VerifyStatement(s.l, st, body, sig); err != nil {
+			s.stats.Rejected["unsigned_statement"]++
+			s.log.Info("ignoring an anchor statement", "err", err, "anchor", st.Anchor, "scope", st.Scope)
+			continue
+		}
+		s.cfg.Anchor.offer(s.cfg.RemoteID, raw, st, now)
+	}
+}
+
+// ownStatement is, on an anchor, its signed statement of scope for the
+// peer: nil when it is the one this session last sent, unless always.
+func (s *Session) ownStatement(scope string, always bool) [][]byte {
+	raw, seq, err := s.cfg.Anchor.ownStatement(s.l, scope)
+	if err != nil {
+		s.log.Warn("cannot sign an anchor statement", "err", err)
+		return nil
+	}
+	if !always && s.toldOwn[scope] == seq {
+		return nil
+	}
+	if s.toldOwn == nil {
+		s.toldOwn = map[string]uint64{}
+	}
+	s.toldOwn[scope] = seq
+	return [][]byte{raw}
+}
+
+// anchorCerts returns the certificates of the anchors of the statements
+// relayed, each once per keepalive per session.
+func (s *Session) anchorCerts(raws [][]byte) [][]byte {
+	var out [][]byte
+	for _, raw := range raws {
+		st, _, _, err := DecodeStatement(raw)
+		if err != nil {
+			continue
+		}
+		if t, ok := s.certTold[st.Anchor]; ok && s.tick-t < s.cfg.KeepaliveTicks {
+			continue
+		}
+		if s.certTold == nil {
+			s.certTold = map[string]int{}
+		}
+		s.certTold[st.Anchor] = s.tick
+		for _, c := range s.l.Certificate(st.Anchor) {
+			if c.Role == ledger.RoleAnchor {
+				out = append(out, c.Encode())
+			}
+		}
+	}
+	return out
 }

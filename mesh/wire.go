@@ -77,9 +77,10 @@ type summaryMsg struct {
 	// op at its VV entry, so two branches of a forked device that reached
 	// the same seq are noticed.
 	Heads map[string][]byte `cbor:"5,keyasint,omitempty"`
-	// Anchor is what the sender knows anchors hold in this scope, and
-	// AnchorSeen when it last heard of an anchor (Unix ns): relayed so
-	// every terminal knows what is still queued for HQ.
+	// Anchor and AnchorSeen were unsigned claims about HQ (what anchors
+	// hold, when one was last heard of). They are no longer sent, and a
+	// receiver ignores and counts them (unsigned_hq_claim): HQ's word
+	// travels as Statements.
 	Anchor     crdt.VersionVector `cbor:"6,keyasint,omitempty"`
 	AnchorSeen int64              `cbor:"7,keyasint,omitempty"`
 	// Unsynced says the sender has had no full summary of this scope from
@@ -90,7 +91,22 @@ type summaryMsg struct {
 	// an established session with (the receiver among them, so nil means
 	// "not said"): the receiver does not relay to it their fresh ops.
 	Neighbors []string `cbor:"9,keyasint,omitempty"`
+	// Statements are anchors' signed statements of what they hold of this
+	// scope (AnchorStatement, statement.go), each in its wire form,
+	// relayed unchanged: an anchor's own, or the newest of each anchor the
+	// sender holds. Sent when they changed since the sender last told the
+	// receiver, not every period.
+	Statements [][]byte `cbor:"10,keyasint,omitempty"`
+	// AnchorCerts are the certificates of the anchors whose statements a
+	// relay carries, so a terminal that never met an anchor can verify
+	// them: sent with the first statement of each anchor in a session,
+	// and again once per keepalive.
+	AnchorCerts [][]byte `cbor:"11,keyasint,omitempty"`
 }
+
+// maxStatements bounds the statements one summary may carry; more are
+// ignored and counted.
+const maxStatements = 16
 
 const headLen = 8
 
