@@ -9,7 +9,7 @@ import (
 	"storemesh/ledger"
 )
 
-// AnchorStatement is HQ's word (DESIGN §4): an anchor's signed statement
+// AnchorStatement is HQ's word (docs/design.md §4): an anchor's signed statement
 // of what it durably holds of one scope, and when it said so. It is the
 // only way terminals learn what HQ holds from anyone but the anchor
 // itself: peers relay statements unchanged, and a receiver accepts one
