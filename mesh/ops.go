@@ -159,8 +159,14 @@ func (s *Session) onOps(ctx context.Context, m *opsMsg) error {
 			}
 			s.stats.Rejected[reason]++
 			switch ledger.Reason(reason) {
-			case ledger.ReasonDecode, ledger.ReasonBadSignature, ledger.ReasonFleet, ledger.ReasonVersion:
+			case ledger.ReasonDecode, ledger.ReasonBadSignature, ledger.ReasonFleet:
 				return s.fail(protoErr(CodeForgedOp, "%v", r.Err))
+			case ledger.ReasonVersion:
+				// A newer build's envelope: refused and counted, not a
+				// forgery; the peer is not banned for being newer.
+				if s.stats.Rejected[reason] == 1 {
+					s.log.Warn("peer sent ops in an envelope version this build does not know; upgrade this device", "err", r.Err)
+				}
 			}
 			continue
 		}
