@@ -19,8 +19,10 @@ import (
 //   - allot.set (manager or anchor, an LWW register per (store, sku)) turns
 //     allotment on or off. Its body names the writer's version vector of
 //     the store (Seen). Under the winning allot.set (its op id is the
-//     epoch), each stock movement of the SKU — a sale line, a refund line,
-//     a receipt, a count's delta, a store transfer — counts as follows:
+//     epoch), each stock movement of the SKU — a sale line, a receipt, a
+//     count's delta, a store transfer, and the refund units honoured
+//     against a sale (refunds.go), which count as a movement of the sale
+//     itself — counts as follows:
 //     a movement the writer had seen (seq ≤ Seen[chain]) is the writer's
 //     (positive ones mint to it, negative ones use from it); any later
 //     movement is its author's own (a receipt mints to the receiving
@@ -291,14 +293,19 @@ func (s *state) allotOf(store, sku string) *allotSKU {
 }
 
 func (s *state) allotMoved(o *Op, sku string, delta int64) {
-	a := s.allotOf(o.Store, sku)
-	m := allotMove{seq: o.Seq, delta: delta}
+	s.allotMovedAt(o.Store, o.Device, o.Seq, sku, delta)
+}
+
+// allotMovedAt records a movement of (store, sku) made by op (chain, seq).
+func (s *state) allotMovedAt(store, chain string, seq uint64, sku string, delta int64) {
+	a := s.allotOf(store, sku)
+	m := allotMove{seq: seq, delta: delta}
 	if a.moves == nil {
 		a.moves = map[string][]allotMove{}
 	}
-	a.moves[o.Device] = append(a.moves[o.Device], m)
+	a.moves[chain] = append(a.moves[chain], m)
 	if a.calc != nil && a.calc.epoch == a.conv.Value.ID {
-		a.addMove(o.Device, m)
+		a.addMove(chain, m)
 	}
 }
 
@@ -309,10 +316,6 @@ func (s *state) allotApply(o *Op, b body) {
 	case *Sale:
 		for _, l := range b.Lines {
 			s.allotMoved(o, l.SKU, -l.Qty)
-		}
-	case *Refund:
-		for _, l := range b.Lines {
-			s.allotMoved(o, l.SKU, l.Qty)
 		}
 	case *StockReceived:
 		s.allotMoved(o, b.SKU, b.Qty)

@@ -393,3 +393,50 @@ func TestAllotReactorMovesUnits(t *testing.T) {
 		t.Fatalf("sold %d; %+v", sold, st)
 	}
 }
+
+// TestAllotDoubleRefundNeverOverspends: two partitioned devices refund
+// the same line of an allotted SKU. The refunded unit is credited to the
+// sale's side, not to either refunder, so neither can sell a unit that
+// only one of the refunds brought back: after the heal one over_refund
+// conflict stands, total = on_hand, and nobody overspent.
+func TestAllotDoubleRefundNeverOverspends(t *testing.T) {
+	s := newAllotShop(t, 7)
+	ctx := context.Background()
+	appendOp(t, s.lh, "s1", ledger.KindStockReceived, &ledger.StockReceived{SKU: "SCARF", Qty: 2})
+	set := appendOp(t, s.lh, "s1", ledger.KindAllotSet, &ledger.AllotSet{SKU: "SCARF", Allotted: true})
+	appendOp(t, s.lh, "s1", ledger.KindAllotTransfer, &ledger.AllotTransfer{SKU: "SCARF", Epoch: set.ID(), To: s.a.ID(), Qty: 2})
+	mesh(t, s.la, s.lb, s.lm, s.lh)
+	sale := appendOp(t, s.la, "s1", ledger.KindSale, ledgertest.Sale("SCARF", 1, 900))
+	mesh(t, s.la, s.lb, s.lm, s.lh)
+
+	// Partitioned: till-2 and the office each take the scarf back.
+	refund := &ledger.Refund{Sale: sale.ID(), Lines: []ledger.RefundLine{{SKU: "SCARF", Qty: 1}}, Amount: 900}
+	appendOp(t, s.lb, "s1", ledger.KindRefund, refund)
+	appendOp(t, s.lm, "s1", ledger.KindRefund, refund)
+	for _, l := range []*ledger.Ledger{s.lb, s.lm} {
+		if _, err := l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("SCARF", 1, 900)); !errors.Is(err, ledger.ErrAllotmentExhausted) {
+			t.Fatalf("a refunder sold the refunded unit: %v", err)
+		}
+	}
+	mesh(t, s.la, s.lb, s.lm, s.lh)
+	for _, l := range []*ledger.Ledger{s.la, s.lb, s.lm, s.lh} {
+		st := allotment(t, l, "SCARF")
+		if oh := l.OnHand("s1", "SCARF"); st.Total != oh || oh != 2 || st.Rights(s.a.ID()) != 2 || len(st.Overspent) != 0 {
+			t.Fatalf("after the heal: %+v, on_hand %d", st, oh)
+		}
+		var over int
+		for _, c := range l.Conflicts("s1") {
+			switch c.Kind {
+			case ledger.ConflictOverRefund:
+				over++
+			default:
+				t.Fatalf("unexpected conflict %+v", c)
+			}
+		}
+		if over != 1 {
+			t.Fatalf("%d over_refund conflicts, want 1", over)
+		}
+	}
+	// The seller holds the returned unit and sells it again.
+	appendOp(t, s.la, "s1", ledger.KindSale, ledgertest.Sale("SCARF", 2, 900))
+}

@@ -88,6 +88,7 @@ func (s *state) evaluate(id string) {
 		leftAmount = rec.Total
 	}
 	units := map[string]int64{}
+	moved := map[string]int64{} // net change of honoured units per SKU
 	var amount int64
 	for _, r := range bk.refunds {
 		live := rec != nil && r.store == rec.Store
@@ -110,6 +111,7 @@ func (s *state) evaluate(id string) {
 				e.credit += d
 				s.touch(r.store, l.SKU, e)
 				r.units[i] = take
+				moved[l.SKU] += d
 			}
 			want[l.SKU] += take
 		}
@@ -129,6 +131,16 @@ func (s *state) evaluate(id string) {
 	bk.units, bk.amount = units, amount
 	if rec != nil {
 		rec.Refunded = amount
+		// In an allotment, honoured refund units count as a movement of
+		// the sale itself (allot.go): per sale and SKU their total only
+		// grows as refunds arrive, so a double refund from two
+		// partitioned terminals never hands out rights it later takes
+		// back, and the counter still equals on_hand.
+		for sku, d := range moved {
+			if d != 0 {
+				s.allotMovedAt(rec.Store, rec.Device, rec.Seq, sku, d)
+			}
+		}
 	}
 }
 
