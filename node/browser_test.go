@@ -271,3 +271,47 @@ func TestBrowserTerminalPage(t *testing.T) {
 	pageA.waitJS(10*time.Second, "A's page to say its node is unreachable", jsTestID("live-badge")+`.textContent === "node unreachable"`)
 	pageB.checkNoExceptions()
 }
+
+// TestBrowserAllotment: the terminal page shows an allotted SKU's units
+// held here and where the rest are, and a sale past what the terminal
+// holds is refused on the page with the stable code and where units are.
+func TestBrowserAllotment(t *testing.T) {
+	browser := startBrowser(t, 90*time.Second)
+	f := newTestFleet(t, 41)
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "office"))
+	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-1"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
+	setItem(t, mgr, "SCARF", "Scarf", 900)
+	must(t, mgr, 200, "PUT", "/v1/allotments/SCARF", map[string]any{"allotted": true})
+	must(t, mgr, 201, "POST", "/v1/stock/received", map[string]any{"sku": "SCARF", "qty": 5})
+	waitFor(t, 20*time.Second, "units to reach the terminal", func() bool {
+		v, w := allotOf(t, mgr, "SCARF"), allotOf(t, term, "SCARF")
+		return len(v.Requests) == 0 && w.Here > 0 && len(w.Elsewhere) == 1 && w.Elsewhere[0].Units == v.Here
+	})
+	here := allotOf(t, term, "SCARF").Here
+	want := fmt.Sprintf("%d here · %d at office", here, 5-here)
+
+	page := openTab(t, browser, "till-1", term.URL())
+	page.run(10*time.Second, "the stock row", chromedp.WaitVisible(byTestID("stock-allot-SCARF")))
+	page.waitJS(10*time.Second, "the allotment column to say "+want, jsTestID("stock-allot-SCARF")+`.textContent === `+fmt.Sprintf("%q", want))
+
+	// One more scarf than the terminal holds.
+	var clicks []chromedp.Action
+	for range here + 1 {
+		clicks = append(clicks, chromedp.Click(byTestID("sku-SCARF"), chromedp.ByQuery))
+	}
+	clicks = append(clicks, chromedp.WaitEnabled(byTestID("charge"), chromedp.ByQuery), chromedp.Click(byTestID("charge"), chromedp.ByQuery))
+	page.run(10*time.Second, "ringing up too many scarves", clicks...)
+	page.waitJS(10*time.Second, "the refusal on the page",
+		`(() => { const m = `+jsTestID("message")+`;
+		  return m.classList.contains("error") && m.textContent.includes("(allotment_exhausted)") && m.textContent.includes("at office"); })()`)
+	var msg string
+	page.run(5*time.Second, "reading the message", chromedp.Text(byTestID("message"), &msg, chromedp.ByQuery))
+	t.Logf("till-1's page: %s", msg)
+	if n := len(salesOf(t, term)); n != 0 {
+		t.Fatalf("%d sales stored after the refusal", n)
+	}
+	if oh := onHandOf(t, term, "SCARF"); oh != 5 {
+		t.Fatalf("on hand %d after the refusal, want 5", oh)
+	}
+	page.checkNoExceptions()
+}
