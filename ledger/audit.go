@@ -211,10 +211,14 @@ type Report struct {
 	Refunds  []RefundTotal  `json:"refunds"`
 	// RefundConflicts are the over_refund conflicts the ops hold, as the
 	// ledger lists them: a double refund is reported, never passed.
-	RefundConflicts []Conflict     `json:"refund_conflicts"`
-	Revocations     []Revocation   `json:"revocations"`
-	First           crdt.Timestamp `json:"first"` // earliest op HLC
-	Last            crdt.Timestamp `json:"last"`  // latest op HLC
+	RefundConflicts []Conflict   `json:"refund_conflicts"`
+	Revocations     []Revocation `json:"revocations"`
+	// Excluded counts sales, refunds and resolutions past their revoked
+	// device's cut-off: stored as evidence, counted in no total, as on
+	// every replica.
+	Excluded int            `json:"excluded_by_revocation"`
+	First    crdt.Timestamp `json:"first"` // earliest op HLC
+	Last     crdt.Timestamp `json:"last"`  // latest op HLC
 }
 
 // VerifyOptions configures VerifyBundle.
@@ -487,6 +491,17 @@ type verifier struct {
 	sales    map[[2]string]*SalesTotal
 	refunds  map[string]*RefundTotal
 	st       *state // sales and refunds, to count refunds by the ledger's rule
+	// held is every verified op that counts in a total, tallied in finish
+	// once the revocations are judged: as in the ledger, an op past its
+	// revoked device's cut-off counts in no total.
+	held []heldTally
+	revs []*revocation
+}
+
+type heldTally struct {
+	o     *Op
+	b     body
+	where string
 }
 
 func newVerifier(fleet ed25519.PublicKey) *verifier {
@@ -588,7 +603,32 @@ func (v *verifier) op(raw []byte, storedKey string) {
 		v.problem(ProblemBody, where, err.Error())
 		return
 	}
-	v.tally(o, b, where)
+	switch b := b.(type) {
+	case *Sale, *Refund, *ConflictResolved:
+		v.held = append(v.held, heldTally{o, b, where})
+	case *DeviceRevoked:
+		v.rep.Revocations = append(v.rep.Revocations, Revocation{Device: b.Device, At: o.HLC, By: o.Device})
+		if o.BodyV >= revokedVersion {
+			if r := newRevocation(v.fleet, v.certs, o, b); r != nil {
+				v.revs = append(v.revs, r)
+			}
+		}
+	}
+}
+
+// tallyHeld judges the revocations the ops hold, as the ledger does, and
+// adds every held op within its device's cut-off to the totals; the rest
+// are counted in Report.Excluded.
+func (v *verifier) tallyHeld() {
+	devs := judgeRevocations(v.revs)
+	for _, h := range v.held {
+		if d := devs[ChainOwner(h.o.Device)]; d != nil && h.o.Seq > d.cuts[chainKey{h.o.Store, h.o.Device}] {
+			v.rep.Excluded++
+			continue
+		}
+		v.tally(h.o, h.b, h.where)
+	}
+	v.held = nil
 }
 
 // pickCert finds a certificate of o's author valid at o's time that allows
@@ -628,8 +668,6 @@ func (v *verifier) tally(o *Op, b body, where string) {
 		v.st.apply(o, b)
 	case *Refund, *ConflictResolved:
 		v.st.apply(o, b)
-	case *DeviceRevoked:
-		v.rep.Revocations = append(v.rep.Revocations, Revocation{Device: b.Device, At: o.HLC, By: o.Device})
 	}
 }
 
@@ -681,6 +719,7 @@ func (v *verifier) finish(m *Manifest) {
 	rep := v.rep
 	rep.Chains, rep.Forks = v.walker.finish()
 	rep.Ops, rep.Certs = v.nOps, v.nCerts
+	v.tallyHeld()
 	for _, t := range v.sales {
 		rep.Sales = append(rep.Sales, *t)
 	}

@@ -312,20 +312,31 @@ func (l *Ledger) includeDurable(p pendingOp) bool {
 	return !l.beyondCut(o.Store, o.Device, o.Seq)
 }
 
-func (l *Ledger) noteRevocation(o *Op, b *DeviceRevoked) {
-	author, err := pickCert(l.certs[ChainOwner(o.Device)], o)
+// newRevocation is the judged form of revocation op o, or nil when its
+// author, by the certificates known (certs, by ChainOwner), may not make
+// it: such an op revokes nothing.
+func newRevocation(fleet ed25519.PublicKey, certs map[string][]*Certificate, o *Op, b *DeviceRevoked) *revocation {
+	author, err := pickCert(certs[ChainOwner(o.Device)], o)
 	if err != nil {
-		return // stored before this build judged authority; revokes nothing
+		return nil // stored before this build judged authority; revokes nothing
 	}
-	rank, err := judgeAuthority(l.cfg.Fleet, author, b)
+	rank, err := judgeAuthority(fleet, author, b)
 	if err != nil {
-		return
+		return nil
 	}
 	target, _ := DecodeCertificate(b.Cert) // judgeAuthority decoded it
 	r := &revocation{chain: o.Device, seq: o.Seq, hlc: o.HLC, hash: o.hash, rank: rank, target: target, body: b,
 		cuts: make(map[chainKey]uint64, len(b.Cutoffs))}
 	for _, c := range b.Cutoffs {
 		r.cuts[chainKey{c.Store, c.Chain}] = c.Seq
+	}
+	return r
+}
+
+func (l *Ledger) noteRevocation(o *Op, b *DeviceRevoked) {
+	r := newRevocation(l.cfg.Fleet, l.certs, o, b)
+	if r == nil {
+		return
 	}
 	if l.rv.lens == nil {
 		l.rv.lens = make(map[chainKey]uint64, len(l.chains))

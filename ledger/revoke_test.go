@@ -597,3 +597,37 @@ func BenchmarkRevocationRebuild(b *testing.B) {
 		})
 	}
 }
+
+// TestAuditVerifyHonoursRevocation: a replica holding a revoked till's
+// sales past its cut-off (they arrived before the revocation) keeps them
+// as evidence; audit verify of its bundle counts them in no total, as
+// every replica does, and says how many it left out.
+func TestAuditVerifyHonoursRevocation(t *testing.T) {
+	rf, ops, rev := revokedHistory(t)
+	l := rf.replica(t, nil)
+	var rest []*ledger.Op
+	for _, o := range ops {
+		if o != rev {
+			rest = append(rest, o)
+		}
+	}
+	mustApply(t, l, rest...)
+	mustApply(t, l, rev)
+	var want int64
+	n := 0
+	for _, s := range l.Sales("s1") {
+		want += s.Total
+		n++
+	}
+	b, _ := export(t, l)
+	rep, err := verify(b, rf.f.Key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Sales) != 1 || rep.Sales[0].Sales != n || rep.Sales[0].Total != want {
+		t.Fatalf("audit totals %+v; the replica serves %d sales, %d", rep.Sales, n, want)
+	}
+	if rep.Excluded != 2 || n != 4 {
+		t.Fatalf("%d excluded by revocation, want 2 (%d sales served, want 4)", rep.Excluded, n)
+	}
+}

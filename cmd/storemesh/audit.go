@@ -129,6 +129,12 @@ func runAuditVerify(c *cli, args []string) error {
 			fmt.Fprintf(c.stdout, "  refund conflict %s (%s): sale %s, %d units and %d past what was left, not counted\n",
 				rc.ID, state, rc.Sale, rc.Oversold, rc.Excess)
 		}
+		for _, r := range rep.Revocations {
+			fmt.Fprintf(c.stdout, "  revocation of %s by %s\n", r.Device, r.By)
+		}
+		if rep.Excluded > 0 {
+			fmt.Fprintf(c.stdout, "  %d sales, refunds or resolutions past a revoked device's cut-off: kept as evidence, counted in no total\n", rep.Excluded)
+		}
 		if fleet == nil {
 			fmt.Fprintln(c.stdout, "note: no --fleet given; this proves the bundle consistent, not whose it is")
 		}
