@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -104,6 +105,47 @@ func (c *SessionConfig) fillTicks() {
 	if c.AckTicks <= 0 {
 		c.AckTicks = 2 * c.SummaryTicks
 	}
+}
+
+// Validate reports what makes c unusable for a session, as its fields
+// will be once NewSession fills the defaults: the peer's identity and the
+// clock are required, and the limits must fit together (a frame's batch
+// below MaxFrame, the window at least one batch, the keepalive at least
+// one summary period). Zero limits take their defaults; negative ones
+// are refused, so a typo in a tuning is an error, not a default.
+func (c SessionConfig) Validate() error {
+	var errs []error
+	if c.RemoteID == "" {
+		errs = append(errs, errors.New("RemoteID is required"))
+	}
+	if len(c.RemotePub) != ed25519.PublicKeySize {
+		errs = append(errs, fmt.Errorf("RemotePub is %d bytes, want %d", len(c.RemotePub), ed25519.PublicKeySize))
+	}
+	if c.Now == nil {
+		errs = append(errs, errors.New("Now is required"))
+	}
+	for name, v := range map[string]int{
+		"BatchBytes": c.BatchBytes, "WindowBytes": c.WindowBytes, "AckTicks": c.AckTicks, "MaxStrikes": c.MaxStrikes,
+		"RetryTicks": c.RetryTicks, "SummaryTicks": c.SummaryTicks, "KeepaliveTicks": c.KeepaliveTicks,
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %d: negative", name, v))
+		}
+	}
+	c.fill()
+	if c.BatchBytes > MaxFrame/2 {
+		errs = append(errs, fmt.Errorf("BatchBytes %d above %d (half of MaxFrame: a batch may run one op over)", c.BatchBytes, MaxFrame/2))
+	}
+	if c.WindowBytes < c.BatchBytes {
+		errs = append(errs, fmt.Errorf("WindowBytes %d below BatchBytes %d: no frame would fit the window", c.WindowBytes, c.BatchBytes))
+	}
+	if c.MaxPull > maxOpsPerFrame*1024 {
+		errs = append(errs, fmt.Errorf("MaxPull %d above %d", c.MaxPull, maxOpsPerFrame*1024))
+	}
+	if c.KeepaliveTicks < c.SummaryTicks {
+		errs = append(errs, fmt.Errorf("KeepaliveTicks %d below SummaryTicks %d", c.KeepaliveTicks, c.SummaryTicks))
+	}
+	return errors.Join(errs...)
 }
 
 // Keepalive is the keepalive, in ticks, of a session made with c: its

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"storemesh/ledger"
+	"storemesh/mesh"
 )
 
 // Scenario is a simulation script (docs/scenarios.md): the fleet, the
@@ -406,6 +408,11 @@ func (sc *Scenario) Validate() error {
 	}
 	for j := 1; j <= sc.Anchors; j++ {
 		sc.nodes = append(sc.nodes, nodeSpec{name: fmt.Sprintf("anchor%d", j), store: ledger.FleetScope, role: ledger.RoleAnchor})
+	}
+	if err := (mesh.SessionConfig{RemoteID: "any", RemotePub: make(ed25519.PublicKey, ed25519.PublicKeySize), Now: func() int64 { return 0 },
+		BatchBytes: sc.Session.BatchBytes, MaxPull: sc.Session.MaxPull, RetryTicks: sc.Session.RetryTicks,
+		SummaryTicks: sc.Session.SummaryTicks, KeepaliveTicks: sc.Session.KeepaliveTicks}).Validate(); err != nil {
+		bad("session: %v", err)
 	}
 	if len(stores) == 0 {
 		bad("no stores")

@@ -22,9 +22,11 @@
 // to every established session at once. Ops a session received fresh from
 // their author (mesh.Session.TakeRelay) are handed to the other sessions: one
 // hop, so an anchor behind one terminal gets every terminal's sales at
-// once; summaries carry news further. In a full mesh of n peers each op
-// still crosses about (n−1)² times (see mesh.Session.TakeRelay). Sessions share one mesh.Pulls, so one peer, not all, is asked for
-// each missing op.
+// once; summaries carry news further. A relay leaves out the peers that
+// have a session with the author themselves (mesh.Neighbors), so in a LAN
+// where every device sees every other an op crosses once to each device
+// (see mesh.Session.TakeRelay). Sessions share one mesh.Pulls, so one
+// peer, not all, is asked for each missing op.
 //
 // Framing: each frame is a varint length prefix and the frame
 // (go-msgio). A length above mesh.MaxFrame resets the stream and bans the peer:
@@ -37,7 +39,7 @@
 // connections; revoked devices are refused by the gater at every dial and
 // accept.
 //
-// Concurrency: a mesh.Session is driven by one goroutine (driver.loop); a
+// Concurrency: a mesh.Session is driven by one goroutine (driver.run); a
 // reader goroutine feeds it frames and a writer goroutine drains its
 // output, so a slow peer never stalls reading (no write/write deadlock).
 // Other goroutines read a session's stats under the driver's mutex.

@@ -192,6 +192,15 @@ func (c *Config) Validate() error {
 	if c.Now == nil || c.Logger == nil {
 		errs = append(errs, errors.New("the Now and Logger fields are required"))
 	}
+	if c.SessionTuning != nil {
+		// The tuning as it will apply to every session (the peer's
+		// identity stands in for any peer's).
+		sc := mesh.SessionConfig{RemoteID: "any", RemotePub: make(ed25519.PublicKey, ed25519.PublicKeySize), Now: func() int64 { return 0 }}
+		c.SessionTuning(&sc)
+		if err := sc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("session tuning: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
