@@ -21,7 +21,7 @@ func TestSessionConfigValidate(t *testing.T) {
 		{"no clock", func(c *SessionConfig) { c.Now = nil }, "Now"},
 		{"negative", func(c *SessionConfig) { c.SummaryTicks = -1 }, "SummaryTicks is -1"},
 		{"batch past a frame", func(c *SessionConfig) { c.BatchBytes = MaxFrame }, "BatchBytes"},
-		{"window below a batch", func(c *SessionConfig) { c.BatchBytes, c.WindowBytes = 64 << 10, 1 << 10 }, "WindowBytes"},
+		{"window below a batch", func(c *SessionConfig) { c.BatchBytes, c.WindowBytes = 64<<10, 1<<10 }, "WindowBytes"},
 		{"keepalive below summary", func(c *SessionConfig) { c.SummaryTicks, c.KeepaliveTicks = 10, 3 }, "KeepaliveTicks 3"},
 		{"huge pull", func(c *SessionConfig) { c.MaxPull = 1 << 40 }, "MaxPull"},
 	} {
