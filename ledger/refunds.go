@@ -37,8 +37,9 @@ type refundEntry struct {
 	hlc    crdt.Timestamp
 	hash   Hash
 	body   *Refund
-	units  []int64 // honoured units per line of body
-	paid   int64   // honoured amount
+	units  []int64      // honoured units per line of body
+	paid   int64        // honoured amount
+	share  *refundShare // what it adds to the sales report (reports.go)
 }
 
 func (a *refundEntry) compare(b *refundEntry) int {
@@ -119,6 +120,11 @@ func (s *state) evaluate(id string) {
 		if live {
 			r.paid = min(r.body.Amount, RefundPrice(&rec.Sale, units, want), leftAmount)
 			leftAmount -= r.paid
+		}
+		if live {
+			s.reportRefund(r, rec, units, want)
+		} else {
+			s.reportRefund(r, nil, units, want)
 		}
 		for sku, q := range want {
 			units[sku] += q

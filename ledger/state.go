@@ -81,6 +81,7 @@ func (e *stockEntry) value() int64 { return e.counter.Value() + e.credit }
 type state struct {
 	stock    map[stockKey]*stockEntry
 	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
+	report   map[repKey]*repCell    // sales report aggregates (reports.go)
 	byRef    map[string]string      // device + "\x00" + ref → sale id (idempotency)
 	books    map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
 	inflight map[string][]*Refund   // sale id → local refunds being committed (refunds.go)
@@ -174,6 +175,7 @@ func (s *state) apply(o *Op, b body) {
 			Seq: o.Seq, HLC: o.HLC, At: o.HLC.Wall / 1e6, Total: b.Total(), Sale: *b,
 		}
 		s.sales[id] = rec
+		s.reportSale(o, b)
 		s.receipts.addSale(o, b.ReceiptSeq, id)
 		if b.Ref != "" {
 			s.byRef[o.Device+"\x00"+b.Ref] = id

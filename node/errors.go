@@ -40,12 +40,16 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBadStockMode        = "bad_stock_mode"
 	CodeAllotmentExhausted  = "allotment_exhausted" // an allotted SKU: this device holds fewer units than the sale needs
+	CodeBadQuery            = "bad_query"           // an unknown, repeated or malformed query parameter
+	CodeBadDate             = "bad_date"            // a date that is not YYYY-MM-DD, or a range that ends before it starts
 )
 
 // codeStatus is the HTTP status of each code. Every code the server can
 // send is here; TestErrorCodesCovered checks each has a test.
 var codeStatus = map[string]int{
 	CodeUnknownSKU:          http.StatusUnprocessableEntity,
+	CodeBadQuery:            http.StatusBadRequest,
+	CodeBadDate:             http.StatusBadRequest,
 	CodeBadSKU:              http.StatusBadRequest,
 	CodeBadQuantity:         http.StatusBadRequest,
 	CodeBadPrice:            http.StatusBadRequest,

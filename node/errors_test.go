@@ -130,6 +130,13 @@ func TestAPIErrorCodes(t *testing.T) {
 	}
 
 	cases := []errCase{
+		{code: CodeBadQuery, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?by=week"},
+		{code: CodeBadQuery, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?day=2026-12-01"},
+		{code: CodeBadQuery, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?by=day&by=sku"},
+		{code: CodeBadQuery, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?format=xml"},
+		{code: CodeBadDate, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?from=2026-12-32"},
+		{code: CodeBadDate, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?from=2026-12-02&to=2026-12-01"},
+		{code: CodeNotFound, route: "/v1/reports/sales", method: "GET", path: "/v1/reports/sales?store=s2"},
 		{code: CodeUnknownSKU, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("NOPE", 1, "cash")},
 		{code: CodeUnknownSKU, route: "/v1/stock/received", method: "POST", path: "/v1/stock/received", body: map[string]any{"sku": "NOPE", "qty": 1}},
 		{code: CodeBadSKU, route: "/v1/catalog/{sku}", method: "PUT", path: "/v1/catalog/bad%20sku", body: map[string]any{"name": "x", "unit_price": 1, "currency": "EUR"}},

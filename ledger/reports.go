@@ -1,0 +1,230 @@
+package ledger
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Sales reports (issue 17) are answered from aggregates the state keeps as
+// ops apply, never by scanning the sale log per request. Each sale adds to
+// one row per dimension — its day, its device, its payment method, and
+// each SKU it sold — keyed by (store, currency, day). Refunds count on the
+// day they were made, by the device that made them, under their sale's
+// payment method, and per SKU by the units honoured; what a refund adds is
+// what the refund rule honours (refunds.go), so a refund that an earlier
+// one overtakes moves its figures as the rule moves it. Days are UTC dates
+// of the op's HLC until stores carry a time zone.
+
+// Report dimensions.
+const (
+	ByDay     = "day"
+	BySKU     = "sku"
+	ByDevice  = "device"
+	ByPayment = "payment"
+)
+
+// ReportDims lists the dimensions a sales report can group by.
+var ReportDims = []string{ByDay, BySKU, ByDevice, ByPayment}
+
+// ReportRow is one group of a sales report. Money is in minor units of
+// Currency; Net = Gross − Refunds.
+type ReportRow struct {
+	Store       string `json:"store"`
+	Key         string `json:"key"` // the day (YYYY-MM-DD), SKU, device id or payment method
+	Currency    string `json:"currency"`
+	Sales       int64  `json:"sales"`        // sales counted (with this SKU, for by=sku)
+	Units       int64  `json:"units"`        // units sold
+	Gross       int64  `json:"gross"`        // sales total (the SKU's lines, for by=sku)
+	Refunds     int64  `json:"refunds"`      // refund amount honoured
+	RefundCount int64  `json:"refund_count"` // refunds honouring something
+	RefundUnits int64  `json:"refund_units"` // units refunded
+	Net         int64  `json:"net"`
+}
+
+type repKey struct {
+	store, currency, day, dim, key string
+}
+
+type repCell struct {
+	sales, units, gross, refunds, refundCount, refundUnits int64
+}
+
+// refundShare is what one refund contributes to the report.
+type refundShare struct {
+	day, payment, currency string
+	paid                   int64
+	counted                bool
+	units, amounts         map[string]int64 // per SKU
+}
+
+func dayOf(wallNS int64) string { return time.Unix(0, wallNS).UTC().Format(time.DateOnly) }
+
+func (s *state) repCell(k repKey) *repCell {
+	if s.report == nil {
+		s.report = map[repKey]*repCell{}
+	}
+	c := s.report[k]
+	if c == nil {
+		c = &repCell{}
+		s.report[k] = c
+	}
+	return c
+}
+
+// reportSale adds a sale to the aggregates.
+func (s *state) reportSale(o *Op, b *Sale) {
+	day, total := dayOf(o.HLC.Wall), b.Total()
+	units := int64(0)
+	perSKU := map[string][2]int64{}
+	for _, l := range b.Lines {
+		units += l.Qty
+		v := perSKU[l.SKU]
+		perSKU[l.SKU] = [2]int64{v[0] + l.Qty, v[1] + l.Qty*l.UnitPrice}
+	}
+	for dim, key := range map[string]string{ByDay: day, ByDevice: ChainOwner(o.Device), ByPayment: b.Payment} {
+		c := s.repCell(repKey{o.Store, b.Currency, day, dim, key})
+		c.sales++
+		c.units += units
+		c.gross += total
+	}
+	for sku, v := range perSKU {
+		c := s.repCell(repKey{o.Store, b.Currency, day, BySKU, sku})
+		c.sales++
+		c.units += v[0]
+		c.gross += v[1]
+	}
+}
+
+// reportRefund moves refund r's contribution to what the rule honours now:
+// paid in all, and units per SKU priced from the sale (done: the units of
+// each SKU honoured to refunds ordered before r).
+func (s *state) reportRefund(r *refundEntry, rec *SaleRecord, done, units map[string]int64) {
+	next := &refundShare{day: dayOf(r.hlc.Wall), paid: r.paid, units: map[string]int64{}, amounts: map[string]int64{}}
+	if rec != nil {
+		next.payment, next.currency = rec.Payment, rec.Currency
+		// The honoured amount spread over the SKUs by what the sale
+		// charged for each; the rounding goes to the last SKU.
+		prices := map[string]int64{}
+		var sum int64
+		skus := slices.Sorted(maps.Keys(units))
+		for _, sku := range skus {
+			if units[sku] > 0 {
+				next.units[sku] = units[sku]
+				prices[sku] = RefundPrice(&rec.Sale, done, map[string]int64{sku: units[sku]})
+				sum += prices[sku]
+			}
+		}
+		left := r.paid
+		for i, sku := range skus {
+			if units[sku] <= 0 {
+				continue
+			}
+			a := left
+			if sum > 0 && i < len(skus)-1 {
+				a = r.paid * prices[sku] / sum
+			}
+			next.amounts[sku] = a
+			left -= a
+		}
+		next.counted = r.paid > 0 || len(next.units) > 0
+	}
+	s.applyRefundShare(r, r.share, -1)
+	s.applyRefundShare(r, next, 1)
+	r.share = next
+}
+
+func (s *state) applyRefundShare(r *refundEntry, sh *refundShare, sign int64) {
+	if sh == nil || sh.currency == "" {
+		return
+	}
+	var units int64
+	for _, u := range sh.units {
+		units += u
+	}
+	count := int64(0)
+	if sh.counted {
+		count = 1
+	}
+	for dim, key := range map[string]string{ByDay: sh.day, ByDevice: ChainOwner(r.device), ByPayment: sh.payment} {
+		c := s.repCell(repKey{r.store, sh.currency, sh.day, dim, key})
+		c.refunds += sign * sh.paid
+		c.refundUnits += sign * units
+		c.refundCount += sign * count
+	}
+	for sku, u := range sh.units {
+		c := s.repCell(repKey{r.store, sh.currency, sh.day, BySKU, sku})
+		c.refunds += sign * sh.amounts[sku]
+		c.refundUnits += sign * u
+		c.refundCount += sign * count
+	}
+}
+
+// ReportQuery selects a sales report: Store ("" for every store held),
+// From and To (UTC dates, YYYY-MM-DD, inclusive; "" for no bound) and By
+// (one of ReportDims).
+type ReportQuery struct {
+	Store, From, To, By string
+}
+
+// Validate reports a query that names no dimension or a malformed date.
+func (q ReportQuery) Validate() error {
+	if !slices.Contains(ReportDims, q.By) {
+		return fmt.Errorf("%w: by %q: want one of %v", ErrBadInput, q.By, ReportDims)
+	}
+	for _, d := range []string{q.From, q.To} {
+		if d == "" {
+			continue
+		}
+		if _, err := time.Parse(time.DateOnly, d); err != nil {
+			return fmt.Errorf("%w: date %q: want YYYY-MM-DD", ErrBadInput, d)
+		}
+	}
+	if q.From != "" && q.To != "" && q.To < q.From {
+		return fmt.Errorf("%w: to %s before from %s", ErrBadInput, q.To, q.From)
+	}
+	return nil
+}
+
+// SalesReport answers q from the aggregates, rows ordered by store,
+// currency and key. Its cost is the number of aggregate rows, not of
+// sales.
+func (l *Ledger) SalesReport(q ReportQuery) ([]ReportRow, error) {
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	sum := map[[3]string]*ReportRow{}
+	for k, c := range l.st.report {
+		if k.dim != q.By || (q.Store != "" && k.store != q.Store) || (q.From != "" && k.day < q.From) || (q.To != "" && k.day > q.To) {
+			continue
+		}
+		id := [3]string{k.store, k.currency, k.key}
+		r := sum[id]
+		if r == nil {
+			r = &ReportRow{Store: k.store, Currency: k.currency, Key: k.key}
+			sum[id] = r
+		}
+		r.Sales += c.sales
+		r.Units += c.units
+		r.Gross += c.gross
+		r.Refunds += c.refunds
+		r.RefundCount += c.refundCount
+		r.RefundUnits += c.refundUnits
+	}
+	l.mu.Unlock()
+	out := make([]ReportRow, 0, len(sum))
+	for _, r := range sum {
+		if r.Sales == 0 && r.RefundCount == 0 && r.Refunds == 0 {
+			continue
+		}
+		r.Net = r.Gross - r.Refunds
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b ReportRow) int {
+		return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.Currency, b.Currency), cmp.Compare(a.Key, b.Key))
+	})
+	return out, nil
+}

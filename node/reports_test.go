@@ -1,0 +1,77 @@
+package node
+
+import (
+	"encoding/csv"
+	"strings"
+	"testing"
+	"time"
+
+	"storemesh/ledger"
+)
+
+// TestSalesReportRoute: a terminal and a manager sell and refund; the
+// manager's report by payment (JSON) adds up to its sale log, and the
+// CSV answer carries the same rows under a header.
+func TestSalesReportRoute(t *testing.T) {
+	f := newTestFleet(t, 42)
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "office"))
+	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-1"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
+	setItem(t, mgr, "TEA", "Tea", 350)
+	waitFor(t, 15*time.Second, "the catalog on the terminal", func() bool { return len(term.l.Catalog()) == 1 })
+	var s saleResult
+	must(t, term, 201, "POST", "/v1/sales", sale("TEA", 2, "card")).decode(t, &s)
+	must(t, term, 201, "POST", "/v1/sales", sale("TEA", 1, "cash"))
+	must(t, mgr, 201, "POST", "/v1/sales", sale("TEA", 3, "cash"))
+	waitFor(t, 15*time.Second, "the manager to hold the terminal's sales", func() bool { return len(salesOf(t, mgr)) == 3 })
+	must(t, mgr, 201, "POST", "/v1/refunds", map[string]any{"sale_id": s.SaleID, "lines": []map[string]any{{"sku": "TEA", "qty": 1}}})
+
+	var rep struct {
+		By   string
+		Rows []ledger.ReportRow
+	}
+	must(t, mgr, 200, "GET", "/v1/reports/sales?by=payment", nil).decode(t, &rep)
+	if rep.By != "payment" || len(rep.Rows) != 2 {
+		t.Fatalf("report: %+v", rep)
+	}
+	byKey := map[string]ledger.ReportRow{}
+	var gross, refunds int64
+	for _, r := range rep.Rows {
+		byKey[r.Key] = r
+		gross += r.Gross
+		refunds += r.Refunds
+	}
+	var logGross, logRefunded int64
+	for _, x := range salesOf(t, mgr) {
+		logGross += x.Total
+		logRefunded += x.Refunded
+	}
+	if c := byKey["card"]; c.Sales != 1 || c.Units != 2 || c.Gross != 700 || c.Refunds != 350 || c.Net != 350 || c.Currency != "EUR" {
+		t.Errorf("card row %+v", c)
+	}
+	if c := byKey["cash"]; c.Sales != 2 || c.Units != 4 || c.Gross != 1400 || c.Refunds != 0 {
+		t.Errorf("cash row %+v", c)
+	}
+	if gross != logGross || refunds != logRefunded {
+		t.Errorf("report gross %d refunds %d; the sale log %d and %d", gross, refunds, logGross, logRefunded)
+	}
+
+	today := time.Now().UTC().Format(time.DateOnly)
+	r := call(t, mgr, "GET", "/v1/reports/sales?from="+today+"&to="+today, nil, "Accept", "text/csv")
+	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/csv") {
+		t.Fatalf("CSV: %d %s %s", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	recs, err := csv.NewReader(strings.NewReader(string(r.body))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || strings.Join(recs[0], ",") != "store,day,currency,sales,units,gross,refunds,refund_count,refund_units,net" ||
+		strings.Join(recs[1], ",") != "s1,"+today+",EUR,3,6,2100,350,1,1,1750" {
+		t.Fatalf("CSV rows: %q", recs)
+	}
+	// The terminal answers for its own store, from what it holds.
+	var own struct{ Rows []ledger.ReportRow }
+	must(t, term, 200, "GET", "/v1/reports/sales?by=device&store=s1", nil).decode(t, &own)
+	if len(own.Rows) == 0 {
+		t.Fatalf("terminal report: %+v", own)
+	}
+}
