@@ -18,7 +18,7 @@ func TestSessionConfigValidate(t *testing.T) {
 	}{
 		{"no peer", func(c *SessionConfig) { c.RemoteID = "" }, "RemoteID"},
 		{"short key", func(c *SessionConfig) { c.RemotePub = c.RemotePub[:5] }, "RemotePub is 5 bytes"},
-		{"no clock", func(c *SessionConfig) { c.Now = nil }, "Now"},
+		{"no clock", func(c *SessionConfig) { c.Now = nil }, "clock (Now)"},
 		{"negative", func(c *SessionConfig) { c.SummaryTicks = -1 }, "SummaryTicks is -1"},
 		{"batch past a frame", func(c *SessionConfig) { c.BatchBytes = MaxFrame }, "BatchBytes"},
 		{"window below a batch", func(c *SessionConfig) { c.BatchBytes, c.WindowBytes = 64<<10, 1<<10 }, "WindowBytes"},

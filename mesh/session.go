@@ -122,7 +122,7 @@ func (c SessionConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("RemotePub is %d bytes, want %d", len(c.RemotePub), ed25519.PublicKeySize))
 	}
 	if c.Now == nil {
-		errs = append(errs, errors.New("Now is required"))
+		errs = append(errs, errors.New("a clock (Now) is required"))
 	}
 	for name, v := range map[string]int{
 		"BatchBytes": c.BatchBytes, "WindowBytes": c.WindowBytes, "AckTicks": c.AckTicks, "MaxStrikes": c.MaxStrikes,
