@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -227,4 +228,69 @@ func (l *Ledger) SalesReport(q ReportQuery) ([]ReportRow, error) {
 		return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.Currency, b.Currency), cmp.Compare(a.Key, b.Key))
 	})
 	return out, nil
+}
+
+// SalesQuery selects a page of the sale log: Store ("" every store),
+// From/To (UTC dates, inclusive, "" unbounded), Device (a device id: its
+// chains, every epoch), After (the id of the last sale of the previous
+// page: the page starts after it in the log's order), Limit (≤ 0: no
+// limit) and Desc (newest first).
+type SalesQuery struct {
+	Store, From, To, Device, After string
+	Limit                          int
+	Desc                           bool
+}
+
+// ErrUnknownCursor: SalesQuery.After names no sale this replica holds.
+var ErrUnknownCursor = errors.New("ledger: cursor names no sale held here")
+
+// SalesPage lists one page of the sale log in (hlc, device, seq, id)
+// order (reversed with Desc), and whether more follow.
+func (l *Ledger) SalesPage(q SalesQuery) ([]SaleRecord, bool, error) {
+	rq := ReportQuery{From: q.From, To: q.To, By: ByDay}
+	if err := rq.Validate(); err != nil {
+		return nil, false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	order := func(a, b *SaleRecord) int {
+		c := cmp.Or(a.HLC.Compare(b.HLC), cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
+		if q.Desc {
+			return -c
+		}
+		return c
+	}
+	var after *SaleRecord
+	if q.After != "" {
+		after = l.st.sales[q.After]
+		if after == nil {
+			return nil, false, fmt.Errorf("%w: %s", ErrUnknownCursor, q.After)
+		}
+	}
+	var sel []*SaleRecord
+	for _, r := range l.st.sales {
+		if (q.Store != "" && r.Store != q.Store) || (q.Device != "" && ChainOwner(r.Device) != ChainOwner(q.Device)) {
+			continue
+		}
+		if q.From != "" || q.To != "" {
+			if d := dayOf(r.HLC.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
+				continue
+			}
+		}
+		if after != nil && order(r, after) <= 0 {
+			continue
+		}
+		sel = append(sel, r)
+	}
+	slices.SortFunc(sel, order)
+	more := false
+	if q.Limit > 0 && len(sel) > q.Limit {
+		sel, more = sel[:q.Limit], true
+	}
+	out := make([]SaleRecord, len(sel))
+	for i, r := range sel {
+		out[i] = *r
+		out[i].Receipt = l.saleReceipt(r.Device, r.Seq, r.ReceiptSeq)
+	}
+	return out, more, nil
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -193,10 +194,22 @@ func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// salesOf is every sale n holds, page by page.
 func salesOf(tb testing.TB, n *Node) []ledger.SaleRecord {
-	var v struct{ Sales []ledger.SaleRecord }
-	must(tb, n, 200, "GET", "/v1/sales", nil).decode(tb, &v)
-	return v.Sales
+	var all []ledger.SaleRecord
+	path := "/v1/sales"
+	for {
+		var v struct {
+			Sales []ledger.SaleRecord
+			Next  string
+		}
+		must(tb, n, 200, "GET", path, nil).decode(tb, &v)
+		all = append(all, v.Sales...)
+		if v.Next == "" {
+			return all
+		}
+		path = "/v1/sales?cursor=" + url.QueryEscape(v.Next)
+	}
 }
 
 func onHandOf(tb testing.TB, n *Node, sku string) int64 {

@@ -61,7 +61,7 @@ var routes = []Route{
 	get("/v1/openapi", (*Node).handleOpenAPI),
 	get("/v1/status", (*Node).handleStatus),
 	get("/v1/events", (*Node).handleEvents),
-	get("/v1/sales", (*Node).handleListSales, CodeNotFound),
+	get("/v1/sales", (*Node).handleListSales, CodeNotFound, CodeBadQuery, CodeBadDate),
 	write(http.MethodPost, "/v1/sales", (*Node).handleSale, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSKU,
 		CodeBadQuantity, CodeBadPrice, CodeBadCurrency, CodeBadPaymentMethod, CodeOfflineMethod, CodeOfflineTooLarge, CodeOfflineTooLong,
 		CodeAllotmentExhausted})...),

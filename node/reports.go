@@ -20,13 +20,8 @@ var reportParams = []string{"store", "from", "to", "by", "format"}
 
 func (n *Node) handleSalesReport(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	for k := range q {
-		if !slices.Contains(reportParams, k) {
-			return apiErr(CodeBadQuery, "unknown query parameter %q (known: %s)", k, strings.Join(reportParams, ", "))
-		}
-		if len(q[k]) > 1 {
-			return apiErr(CodeBadQuery, "query parameter %q given %d times", k, len(q[k]))
-		}
+	if err := onlyParams(q, reportParams...); err != nil {
+		return err
 	}
 	scope, err := n.readScope(r)
 	if err != nil {

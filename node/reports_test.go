@@ -75,3 +75,62 @@ func TestSalesReportRoute(t *testing.T) {
 		t.Fatalf("terminal report: %+v", own)
 	}
 }
+
+// TestSalesListPages: GET /v1/sales pages by cursor, filters by device
+// and day, and lists newest first on request.
+func TestSalesListPages(t *testing.T) {
+	f := newTestFleet(t, 43)
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "office"))
+	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "till-1"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
+	setItem(t, mgr, "TEA", "Tea", 350)
+	waitFor(t, 15*time.Second, "the catalog on the terminal", func() bool { return len(term.l.Catalog()) == 1 })
+	for i := range 7 {
+		must(t, term, 201, "POST", "/v1/sales", sale("TEA", i+1, "cash"))
+	}
+	must(t, mgr, 201, "POST", "/v1/sales", sale("TEA", 1, "card"))
+	waitFor(t, 15*time.Second, "the manager to hold every sale", func() bool { return len(mgr.l.SaleIDs("s1")) == 8 })
+
+	type page struct {
+		Sales []ledger.SaleRecord
+		Next  string
+	}
+	var seen []string
+	path := "/v1/sales?limit=3&device=" + term.self.Device
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+		var p page
+		must(t, mgr, 200, "GET", path, nil).decode(t, &p)
+		for _, s := range p.Sales {
+			if s.Device != term.self.Device {
+				t.Fatalf("device filter let through %+v", s)
+			}
+			seen = append(seen, s.Receipt)
+		}
+		if p.Next == "" {
+			break
+		}
+		if len(p.Sales) != 3 {
+			t.Fatalf("a page of %d with more to follow", len(p.Sales))
+		}
+		path = "/v1/sales?limit=3&device=" + term.self.Device + "&cursor=" + p.Next
+	}
+	if len(seen) != 7 || seen[0] != "till-1·0001" || seen[6] != "till-1·0007" {
+		t.Fatalf("paged receipts %v", seen)
+	}
+	var newest page
+	must(t, mgr, 200, "GET", "/v1/sales?order=desc&limit=1", nil).decode(t, &newest)
+	all := salesOf(t, mgr)
+	if len(all) != 8 || len(newest.Sales) != 1 || newest.Sales[0].ID != all[7].ID || newest.Next == "" {
+		t.Fatalf("newest %+v; all %d", newest, len(all))
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	var none page
+	must(t, mgr, 200, "GET", "/v1/sales?to=2000-01-01", nil).decode(t, &none)
+	var day page
+	must(t, mgr, 200, "GET", "/v1/sales?from="+today, nil).decode(t, &day)
+	if len(none.Sales) != 0 || len(day.Sales) != 8 {
+		t.Fatalf("date filters: %d before 2000, %d today", len(none.Sales), len(day.Sales))
+	}
+}

@@ -2,9 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 
 	"storemesh/ledger"
 )
@@ -212,11 +217,54 @@ func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sales := n.l.Sales(scope)
-	if sales == nil {
-		sales = []ledger.SaleRecord{}
+	q := r.URL.Query()
+	if err := onlyParams(q, "store", "from", "to", "device", "limit", "cursor", "order"); err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sales": sales})
+	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: MaxSalesPage}
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > MaxSalesPage {
+			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
+		}
+		sq.Limit = l
+	}
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		sq.Desc = true
+	default:
+		return apiErr(CodeBadQuery, "order %q: want asc or desc", q.Get("order"))
+	}
+	sales, more, err := n.l.SalesPage(sq)
+	switch {
+	case errors.Is(err, ledger.ErrUnknownCursor):
+		return apiErr(CodeBadQuery, "cursor %q names no sale this replica holds", sq.After)
+	case err != nil:
+		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+	}
+	out := map[string]any{"sales": sales}
+	if more {
+		out["next"] = sales[len(sales)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// MaxSalesPage bounds the sales one GET /v1/sales answers (and its
+// default limit); "next" then gives the cursor for the rest.
+const MaxSalesPage = 10000
+
+// onlyParams refuses a query parameter not in known, or given twice.
+func onlyParams(q url.Values, known ...string) error {
+	for k := range q {
+		if !slices.Contains(known, k) {
+			return apiErr(CodeBadQuery, "unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
+		}
+		if len(q[k]) > 1 {
+			return apiErr(CodeBadQuery, "query parameter %q given %d times", k, len(q[k]))
+		}
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ type saleOut struct {
 
 type salesOut struct {
 	Sales []saleOut `json:"sales"`
+	Next  string    `json:"next"`
 }
 
 type stockOut struct {
@@ -45,10 +47,19 @@ func (p *proc) onHand(sku string) int64 {
 	return 0
 }
 
+// sales is every sale the process holds, page by page.
 func (p *proc) sales() []saleOut {
-	var s salesOut
-	p.must(200, "GET", "/v1/sales", nil, &s)
-	return s.Sales
+	var all []saleOut
+	path := "/v1/sales"
+	for {
+		var s salesOut
+		p.must(200, "GET", path, nil, &s)
+		all = append(all, s.Sales...)
+		if s.Next == "" {
+			return all
+		}
+		path = "/v1/sales?cursor=" + url.QueryEscape(s.Next)
+	}
 }
 
 func TestCLIUsage(t *testing.T) {

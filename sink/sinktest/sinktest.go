@@ -184,6 +184,11 @@ func OwnBroker(t testing.TB) *Broker {
 		"autosave_on_changes true",
 		"autosave_interval 1",
 		"log_dest file " + filepath.Join(dir, "mosquitto.log"),
+		// No cap on what waits for a slow subscriber: by default
+		// Mosquitto drops QoS 1 messages past 1,000 queued for a client
+		// ("Outgoing messages are being dropped"), which a test's own
+		// subscriber under -race hits when the sink catches up a backlog.
+		"max_queued_messages 0",
 		"",
 	}, "\n")
 	if os.Geteuid() == 0 { // else mosquitto drops to its own user, who cannot write the test's folder

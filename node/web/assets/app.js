@@ -142,7 +142,7 @@ function renderStock() {
 function renderSales() {
   const ul = $("sales");
   ul.replaceChildren();
-  for (const s of state.sales.slice(-10).reverse()) {
+  for (const s of state.sales) { // newest first
     const lines = (s.lines || []).map((l) => l.qty + "× " + l.sku).join(", ");
     ul.append(el("li", { "data-testid": "sale-row-" + s.sale_id },
       el("strong", { text: s.receipt_no }), " " + lines + " — " + money(s.total, s.currency) + " " + s.payment +
@@ -251,7 +251,7 @@ async function loadStatus() {
 }
 async function loadCatalog() { const d = await fetchLatest("/v1/catalog"); if (d) { state.catalog = d.items; renderCatalog(); renderCart(); renderStock(); } }
 async function loadStock() { const d = await fetchLatest("/v1/stock"); if (d) { state.stock = d.items; renderStock(); } }
-async function loadSales() { const d = await fetchLatest("/v1/sales"); if (d) { state.sales = d.sales; renderSales(); } }
+async function loadSales() { const d = await fetchLatest("/v1/sales?order=desc&limit=10"); if (d) { state.sales = d.sales; renderSales(); } }
 async function loadConflicts() { const d = await fetchLatest("/v1/conflicts"); if (d) { state.conflicts = d.conflicts; renderConflicts(); } }
 
 const loaders = { status: loadStatus, catalog: loadCatalog, stock: loadStock, sales: loadSales, conflicts: loadConflicts };
