@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"time"
 
 	"storemesh/ledger"
 )
@@ -27,6 +28,13 @@ type deviceView struct {
 	Role    ledger.Role           `json:"role"`
 	Chains  []ledger.Cutoff       `json:"chains"` // highest contiguous seq of each of its chains held here: the default cut-offs
 	Revoked *ledger.RevokedDevice `json:"revoked"`
+	// Ops is how many of its ops this replica holds (every chain);
+	// Forked, whether some chain of it is flagged; LastContact, when
+	// this node last heard from it directly (null: never, or only
+	// through other peers).
+	Ops         uint64     `json:"ops"`
+	Forked      bool       `json:"forked"`
+	LastContact *time.Time `json:"last_contact"`
 }
 
 func (n *Node) device(id string) (deviceView, error) {
@@ -44,7 +52,45 @@ func (n *Node) device(id string) (deviceView, error) {
 			v.Revoked = &r
 		}
 	}
+	for _, c := range v.Chains {
+		v.Ops += c.Seq
+	}
+	for _, f := range n.l.Forks() {
+		if ledger.ChainOwner(f.Device) == id {
+			v.Forked = true
+		}
+	}
+	for _, p := range n.mesh().Peers() {
+		if p.ID == id && !p.LastSync.IsZero() {
+			t := p.LastSync.UTC()
+			v.LastContact = &t
+		}
+	}
 	return v, nil
+}
+
+// handleListDevices is GET /v1/devices: every device this replica holds a
+// certificate of (the fleet's enrolment bounds the list), by id.
+func (n *Node) handleListDevices(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r.URL.Query(), "store"); err != nil {
+		return err
+	}
+	store := r.URL.Query().Get("store")
+	out := []deviceView{}
+	seen := map[string]bool{}
+	for _, c := range n.l.Certificates() {
+		if seen[c.Device] || (store != "" && c.Store != store) {
+			continue
+		}
+		seen[c.Device] = true
+		v, err := n.device(c.Device)
+		if err != nil {
+			continue // its certificate went between the two reads
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+	return nil
 }
 
 func (n *Node) handleGetDevice(w http.ResponseWriter, r *http.Request) error {

@@ -82,6 +82,7 @@ var routes = []Route{
 	get("/v1/allotments", (*Node).handleListAllotments, CodeNotFound),
 	write(http.MethodPut, "/v1/allotments/{sku}", (*Node).handlePutAllotment, CodeBadSKU, CodeMissingField, CodeUnknownSKU),
 	write(http.MethodPost, "/v1/allotments/{sku}/writeoff", (*Node).handleWriteoff, CodeMissingField, CodeNotFound, CodeBadQuantity, CodeFieldTooLong),
+	get("/v1/devices", (*Node).handleListDevices, CodeBadQuery),
 	get("/v1/devices/{id}", (*Node).handleGetDevice, CodeUnknownDevice),
 	write(http.MethodPost, "/v1/devices/{id}/revoke", (*Node).handleRevoke, CodeUnknownDevice, CodeRevokeNotAllowed,
 		CodeAlreadyRevoked, CodeBadFleetStatement, CodeMissingField, CodeFieldTooLong),

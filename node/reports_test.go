@@ -133,4 +133,22 @@ func TestSalesListPages(t *testing.T) {
 	if len(none.Sales) != 0 || len(day.Sales) != 8 {
 		t.Fatalf("date filters: %d before 2000, %d today", len(none.Sales), len(day.Sales))
 	}
+
+	// GET /v1/devices: both devices, with what the manager holds of each.
+	var devs struct{ Devices []deviceView }
+	must(t, mgr, 200, "GET", "/v1/devices", nil).decode(t, &devs)
+	byID := map[string]deviceView{}
+	for _, d := range devs.Devices {
+		byID[d.Device] = d
+	}
+	tv, mv := byID[term.self.Device], byID[mgr.self.Device]
+	if len(devs.Devices) != 2 || tv.Name != "till-1" || tv.Ops != 7 || tv.Forked || tv.Revoked != nil || tv.LastContact == nil ||
+		mv.Name != "office" || mv.Ops < 2 {
+		t.Fatalf("devices: %+v", devs.Devices)
+	}
+	var none2 struct{ Devices []deviceView }
+	must(t, mgr, 200, "GET", "/v1/devices?store=s9", nil).decode(t, &none2)
+	if len(none2.Devices) != 0 {
+		t.Fatalf("store filter: %+v", none2.Devices)
+	}
 }
