@@ -246,6 +246,7 @@ func (s *state) releaseRefund(b *Refund) {
 type RefundRecord struct {
 	ID       string       `json:"refund_id"`
 	Receipt  string       `json:"receipt_no"`
+	Sale     string       `json:"sale_id"`
 	Store    string       `json:"store"`
 	Device   string       `json:"device"`
 	Seq      uint64       `json:"seq"`
@@ -282,15 +283,20 @@ func (l *Ledger) Refunds(id string) SaleRefunds {
 	}
 	out.Amount = bk.amount
 	for _, r := range bk.refunds {
-		rr := RefundRecord{ID: r.id, Receipt: l.refundReceipt(r.device, r.seq, r.body.ReceiptSeq), Store: r.store, Device: r.device,
-			Seq: r.seq, At: r.hlc.Wall / 1e6, Lines: r.body.Lines, Amount: r.body.Amount, Paid: r.paid}
-		for i, q := range r.units {
-			if q > 0 {
-				rr.Honoured = append(rr.Honoured, RefundLine{SKU: r.body.Lines[i].SKU, Qty: q})
-			}
-		}
-		_, rr.Conflict = l.st.refundConf[r.store]["overrefund:"+r.id]
-		out.Refunds = append(out.Refunds, rr)
+		out.Refunds = append(out.Refunds, l.refundRecord(r))
 	}
 	return out
+}
+
+// refundRecord is r as this replica honours it. Called under l.mu.
+func (l *Ledger) refundRecord(r *refundEntry) RefundRecord {
+	rr := RefundRecord{ID: r.id, Receipt: l.refundReceipt(r.device, r.seq, r.body.ReceiptSeq), Sale: r.body.Sale, Store: r.store,
+		Device: r.device, Seq: r.seq, At: r.hlc.Wall / 1e6, Lines: r.body.Lines, Amount: r.body.Amount, Paid: r.paid}
+	for i, q := range r.units {
+		if q > 0 {
+			rr.Honoured = append(rr.Honoured, RefundLine{SKU: r.body.Lines[i].SKU, Qty: q})
+		}
+	}
+	_, rr.Conflict = l.st.refundConf[r.store]["overrefund:"+r.id]
+	return rr
 }

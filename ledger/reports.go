@@ -294,3 +294,55 @@ func (l *Ledger) SalesPage(q SalesQuery) ([]SaleRecord, bool, error) {
 	}
 	return out, more, nil
 }
+
+// RefundsQuery selects a page of refunds, as SalesQuery does sales.
+type RefundsQuery struct {
+	Store, From, To, Device, After string
+	Limit                          int
+}
+
+// RefundsPage lists one page of the refunds this replica holds in
+// (hlc, device, seq) order, and whether more follow. After is a refund id.
+func (l *Ledger) RefundsPage(q RefundsQuery) ([]RefundRecord, bool, error) {
+	if err := (ReportQuery{From: q.From, To: q.To, By: ByDay}).Validate(); err != nil {
+		return nil, false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var sel []*refundEntry
+	var after *refundEntry
+	for _, bk := range l.st.books {
+		for _, r := range bk.refunds {
+			if r.id == q.After {
+				after = r
+			}
+			if (q.Store != "" && r.store != q.Store) || (q.Device != "" && ChainOwner(r.device) != ChainOwner(q.Device)) {
+				continue
+			}
+			if d := dayOf(r.hlc.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
+				continue
+			}
+			sel = append(sel, r)
+		}
+	}
+	if q.After != "" && after == nil {
+		return nil, false, fmt.Errorf("%w: %s", ErrUnknownCursor, q.After)
+	}
+	slices.SortFunc(sel, (*refundEntry).compare)
+	if after != nil {
+		i, _ := slices.BinarySearchFunc(sel, after, (*refundEntry).compare)
+		for i < len(sel) && sel[i].compare(after) <= 0 {
+			i++
+		}
+		sel = sel[i:]
+	}
+	more := false
+	if q.Limit > 0 && len(sel) > q.Limit {
+		sel, more = sel[:q.Limit], true
+	}
+	out := make([]RefundRecord, len(sel))
+	for i, r := range sel {
+		out[i] = l.refundRecord(r)
+	}
+	return out, more, nil
+}

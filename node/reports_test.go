@@ -68,6 +68,19 @@ func TestSalesReportRoute(t *testing.T) {
 		strings.Join(recs[1], ",") != "s1,"+today+",EUR,3,6,2100,350,1,1,1750" {
 		t.Fatalf("CSV rows: %q", recs)
 	}
+	// GET /v1/refunds lists the refund with what is honoured of it.
+	var rl struct {
+		Refunds []ledger.RefundRecord
+		Next    string
+	}
+	must(t, mgr, 200, "GET", "/v1/refunds?limit=5&from="+today, nil).decode(t, &rl)
+	if len(rl.Refunds) != 1 || rl.Next != "" || rl.Refunds[0].Sale != s.SaleID || rl.Refunds[0].Paid != 350 || rl.Refunds[0].Conflict {
+		t.Fatalf("refunds: %+v", rl)
+	}
+	must(t, mgr, 200, "GET", "/v1/refunds?cursor="+rl.Refunds[0].ID, nil).decode(t, &rl)
+	if len(rl.Refunds) != 0 {
+		t.Fatalf("after the last refund: %+v", rl.Refunds)
+	}
 	// The terminal answers for its own store, from what it holds.
 	var own struct{ Rows []ledger.ReportRow }
 	must(t, term, 200, "GET", "/v1/reports/sales?by=device&store=s1", nil).decode(t, &own)

@@ -251,6 +251,41 @@ func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleListRefunds is GET /v1/refunds: the refunds this replica holds
+// for its scope, a page at a time, each with what the refund rule honours
+// of it; filters and paging as GET /v1/sales (cursor: a refund id).
+func (n *Node) handleListRefunds(w http.ResponseWriter, r *http.Request) error {
+	scope, err := n.readScope(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	if err := onlyParams(q, "store", "from", "to", "device", "limit", "cursor"); err != nil {
+		return err
+	}
+	rq := ledger.RefundsQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: MaxSalesPage}
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > MaxSalesPage {
+			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
+		}
+		rq.Limit = l
+	}
+	refunds, more, err := n.l.RefundsPage(rq)
+	switch {
+	case errors.Is(err, ledger.ErrUnknownCursor):
+		return apiErr(CodeBadQuery, "cursor %q names no refund this replica holds", rq.After)
+	case err != nil:
+		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+	}
+	out := map[string]any{"refunds": refunds}
+	if more {
+		out["next"] = refunds[len(refunds)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
 // MaxSalesPage bounds the sales one GET /v1/sales answers (and its
 // default limit); "next" then gives the cursor for the rest.
 const MaxSalesPage = 10000
