@@ -79,16 +79,18 @@ func (e *stockEntry) value() int64 { return e.counter.Value() + e.credit }
 // of the set of ops applied, whatever their order: every field is either a
 // CRDT or derived from one, re-evaluated where an arrival changes it.
 type state struct {
-	stock    map[stockKey]*stockEntry
-	sales    map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
-	report   map[repKey]*repCell    // sales report aggregates (reports.go)
-	byRef    map[string]string      // device + "\x00" + ref → sale id (idempotency)
-	books    map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
-	inflight map[string][]*Refund   // sale id → local refunds being committed (refunds.go)
-	catalog  map[string]*crdt.LWW[CatalogItem]
-	prices   map[string]*crdt.LWW[PriceSet]
-	policy   map[string]*crdt.LWW[Policy]
-	resolved map[string]*crdt.LWW[ConflictResolved]
+	stock  map[stockKey]*stockEntry
+	sales  map[string]*SaleRecord // the sale log, a grow-only set: sale id → record
+	report map[repKey]*repCell    // sales report aggregates (reports.go)
+	// priceHist is every price write per SKU, by (hlc, device) (variance.go).
+	priceHist map[string][]pricePoint
+	byRef     map[string]string      // device + "\x00" + ref → sale id (idempotency)
+	books     map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
+	inflight  map[string][]*Refund   // sale id → local refunds being committed (refunds.go)
+	catalog   map[string]*crdt.LWW[CatalogItem]
+	prices    map[string]*crdt.LWW[PriceSet]
+	policy    map[string]*crdt.LWW[Policy]
+	resolved  map[string]*crdt.LWW[ConflictResolved]
 
 	// Conflict caches (conflicts.go): entries whose oversells must be
 	// recomputed, per store the SKUs with oversold lines (sorted), and per
@@ -217,6 +219,7 @@ func (s *state) apply(o *Op, b body) {
 		}
 	case *CatalogItem:
 		lwwSet(s.catalog, b.SKU, *b, o)
+		s.notePrice(o, b.SKU, b.UnitPrice, b.Currency)
 		for k, e := range s.stock { // whether the SKU is tracked may have changed
 			if k.sku == b.SKU {
 				s.touch(k.store, k.sku, e)
@@ -224,6 +227,7 @@ func (s *state) apply(o *Op, b body) {
 		}
 	case *PriceSet:
 		lwwSet(s.prices, b.SKU, *b, o)
+		s.notePrice(o, b.SKU, b.UnitPrice, b.Currency)
 	case *Policy:
 		lwwSet(s.policy, o.Store, *b, o)
 	case *ConflictResolved:

@@ -144,6 +144,8 @@ func TestAPIErrorCodes(t *testing.T) {
 		{code: CodeBadQuery, route: "/v1/sales", method: "GET", path: "/v1/sales?page=2"},
 		{code: CodeBadQuery, route: "/v1/devices", method: "GET", path: "/v1/devices?role=terminal"},
 		{code: CodeBadQuery, route: "/v1/refunds", method: "GET", path: "/v1/refunds?cursor=nope"},
+		{code: CodeBadQuery, route: "/v1/reports/price-variance", method: "GET", path: "/v1/reports/price-variance?limit=x"},
+		{code: CodeBadDate, route: "/v1/reports/price-variance", method: "GET", path: "/v1/reports/price-variance?to=2026-02-30"},
 		{code: CodeBadDate, route: "/v1/refunds", method: "GET", path: "/v1/refunds?from=12/01/2026"},
 		{code: CodeBadDate, route: "/v1/sales", method: "GET", path: "/v1/sales?to=yesterday"},
 		{code: CodeUnknownSKU, route: "/v1/sales", method: "POST", path: "/v1/sales", body: sale("NOPE", 1, "cash")},

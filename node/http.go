@@ -67,6 +67,7 @@ var routes = []Route{
 		CodeAllotmentExhausted})...),
 	get("/v1/sales/{id}", (*Node).handleGetSale, CodeUnknownSale),
 	get("/v1/reports/sales", (*Node).handleSalesReport, CodeNotFound, CodeBadQuery, CodeBadDate),
+	get("/v1/reports/price-variance", (*Node).handleVariance, CodeNotFound, CodeBadQuery, CodeBadDate),
 	get("/v1/refunds", (*Node).handleListRefunds, CodeNotFound, CodeBadQuery, CodeBadDate),
 	write(http.MethodPost, "/v1/refunds", (*Node).handleRefund, codeList(idemCodes, []string{CodeMissingField, CodeUnknownSale,
 		CodeBadQuantity, CodeRefundExceedsSale})...),

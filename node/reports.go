@@ -70,3 +70,31 @@ func (n *Node) handleSalesReport(w http.ResponseWriter, r *http.Request) error {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// handleVariance is GET /v1/reports/price-variance: the sale lines charged
+// off the list price in force at their sale's time (DESIGN §5), in the
+// sale log's order, at most limit (default and maximum 10,000) lines.
+func (n *Node) handleVariance(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	if err := onlyParams(q, "store", "from", "to", "device", "limit"); err != nil {
+		return err
+	}
+	scope, err := n.readScope(r)
+	if err != nil {
+		return err
+	}
+	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), Limit: MaxSalesPage}
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > MaxSalesPage {
+			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
+		}
+		sq.Limit = l
+	}
+	lines, more, err := n.l.PriceVariance(sq)
+	if err != nil {
+		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lines": lines, "truncated": more})
+	return nil
+}
