@@ -67,6 +67,7 @@ var kinds = map[Kind]kindSpec{
 	KindAllotTransfer:    {newBody: func() body { return new(AllotTransfer) }},
 	KindAllotRequest:     {newBody: func() body { return new(AllotRequest) }},
 	KindAllotWriteoff:    {managerOnly: true, newBody: func() body { return new(AllotWriteoff) }},
+	KindStoreSet:         {managerOnly: true, newBody: func() body { return new(StoreRecord) }}, // stores.go
 }
 
 // body is implemented by every op body; validate checks the fields a

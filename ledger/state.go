@@ -84,9 +84,10 @@ type state struct {
 	report map[repKey]*repCell    // sales report aggregates (reports.go)
 	// priceHist is every price write per SKU, by (hlc, device) (variance.go).
 	priceHist map[string][]pricePoint
-	byRef     map[string]string      // device + "\x00" + ref → sale id (idempotency)
-	books     map[string]*refundBook // sale id → the refunds naming it (also before the sale arrives)
-	inflight  map[string][]*Refund   // sale id → local refunds being committed (refunds.go)
+	stores    map[string]*crdt.LWW[StoreRecord] // store records (stores.go)
+	byRef     map[string]string                 // device + "\x00" + ref → sale id (idempotency)
+	books     map[string]*refundBook            // sale id → the refunds naming it (also before the sale arrives)
+	inflight  map[string][]*Refund              // sale id → local refunds being committed (refunds.go)
 	catalog   map[string]*crdt.LWW[CatalogItem]
 	prices    map[string]*crdt.LWW[PriceSet]
 	policy    map[string]*crdt.LWW[Policy]
@@ -230,6 +231,8 @@ func (s *state) apply(o *Op, b body) {
 		s.notePrice(o, b.SKU, b.UnitPrice, b.Currency)
 	case *Policy:
 		lwwSet(s.policy, o.Store, *b, o)
+	case *StoreRecord:
+		s.setStore(o, b)
 	case *ConflictResolved:
 		lwwSet(s.resolved, b.Conflict, *b, o)
 	}

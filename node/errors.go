@@ -49,6 +49,8 @@ const (
 var codeStatus = map[string]int{
 	CodeUnknownSKU:          http.StatusUnprocessableEntity,
 	CodeBadQuery:            http.StatusBadRequest,
+	CodeUnknownStore:        http.StatusUnprocessableEntity,
+	CodeBadTimeZone:         http.StatusBadRequest,
 	CodeBadDate:             http.StatusBadRequest,
 	CodeBadSKU:              http.StatusBadRequest,
 	CodeBadQuantity:         http.StatusBadRequest,

@@ -102,6 +102,7 @@ func TestAPIErrorCodes(t *testing.T) {
 	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "mgr"), func(c *Config) { c.Now = clock.Now })
 	term := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "term"), func(c *Config) { c.Peers = []string{tcpAddr(t, mgr)} })
 	locked := startNode(t, f.enroll(t, "s1", ledger.RoleTerminal, "locked"), func(c *Config) { c.Token = "s3cret" })
+	hq := startNode(t, f.enroll(t, ledger.FleetScope, ledger.RoleAnchor, "hq"))
 
 	store := &failingStore{Batching: ledgertest.MemStore()}
 	broken := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "broken"), func(c *Config) { c.Datastore = store })
@@ -143,6 +144,11 @@ func TestAPIErrorCodes(t *testing.T) {
 		{code: CodeBadQuery, route: "/v1/sales", method: "GET", path: "/v1/sales?order=up"},
 		{code: CodeBadQuery, route: "/v1/sales", method: "GET", path: "/v1/sales?page=2"},
 		{code: CodeBadQuery, route: "/v1/devices", method: "GET", path: "/v1/devices?role=terminal"},
+		{code: CodeBadQuery, route: "/v1/stores", method: "GET", path: "/v1/stores?all=1"},
+		{code: CodeBadTimeZone, route: "/v1/stores/{id}", method: "PUT", path: "/v1/stores/s1", body: map[string]any{"name": "Stall", "currency": "EUR", "time_zone": "Europe/Atlantis"}},
+		{code: CodeUnknownStore, route: "/v1/sales", method: "POST", path: "/v1/sales", node: func() *Node { return hq },
+			body: map[string]any{"lines": []map[string]any{{"sku": "TEA", "qty": 1, "unit_price": 350}}, "payment": map[string]any{"method": "cash"}, "currency": "EUR", "store": "s9"}},
+		{code: CodeUnknownStore, route: "/v1/policy", method: "PUT", path: "/v1/policy", node: func() *Node { return hq }, body: map[string]any{"store": "s9", "offline_methods": []string{"cash"}}},
 		{code: CodeBadQuery, route: "/v1/refunds", method: "GET", path: "/v1/refunds?cursor=nope"},
 		{code: CodeBadQuery, route: "/v1/reports/price-variance", method: "GET", path: "/v1/reports/price-variance?limit=x"},
 		{code: CodeBadDate, route: "/v1/reports/price-variance", method: "GET", path: "/v1/reports/price-variance?to=2026-02-30"},
@@ -261,6 +267,11 @@ func TestAPIErrorCodes(t *testing.T) {
 			}
 			if c.setup != nil {
 				c.setup(t)
+			}
+			if n == term { // the manager's earlier writes reach it in the background
+				waitFor(t, 10*time.Second, "the terminal to sync before the snapshot", func() bool {
+					return term.l.Digest("s1") == mgr.l.Digest("s1") && term.l.Digest(ledger.FleetScope) == mgr.l.Digest(ledger.FleetScope)
+				})
 			}
 			var before string
 			if n != locked {

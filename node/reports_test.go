@@ -165,3 +165,44 @@ func TestSalesListPages(t *testing.T) {
 		t.Fatalf("store filter: %+v", none2.Devices)
 	}
 }
+
+// TestStoreRoutes: an enrolled store is listed undeclared; its manager
+// declares it; the anchor sees the record and is refused a sale for a
+// store nobody named, until it declares it.
+func TestStoreRoutes(t *testing.T) {
+	f := newTestFleet(t, 44)
+	hq := startNode(t, f.enroll(t, ledger.FleetScope, ledger.RoleAnchor, "hq"))
+	mgr := startNode(t, f.enroll(t, "s1", ledger.RoleManager, "office"), func(c *Config) { c.Peers = []string{tcpAddr(t, hq)} })
+	var list struct{ Stores []ledger.StoreInfo }
+	must(t, mgr, 200, "GET", "/v1/stores", nil).decode(t, &list)
+	if len(list.Stores) != 1 || list.Stores[0].ID != "s1" || list.Stores[0].Declared || list.Stores[0].TimeZone != "UTC" {
+		t.Fatalf("before: %+v", list.Stores)
+	}
+	var st ledger.StoreInfo
+	must(t, mgr, 200, "PUT", "/v1/stores/s1", map[string]any{"name": "Market stall", "currency": "EUR", "time_zone": "Europe/Paris"}).decode(t, &st)
+	if !st.Declared || st.Name != "Market stall" || st.TimeZone != "Europe/Paris" {
+		t.Fatalf("declared: %+v", st)
+	}
+	if r := call(t, mgr, "PUT", "/v1/stores/s2", map[string]any{"name": "x", "currency": "EUR", "time_zone": "UTC"}); r.code() != CodeRoleNotAllowed {
+		t.Fatalf("a manager declaring another store: %d %s", r.status, r.body)
+	}
+	waitFor(t, 15*time.Second, "the record at HQ", func() bool {
+		for _, s := range hq.l.Stores() {
+			if s.ID == "s1" && s.Declared && s.Name == "Market stall" {
+				return true
+			}
+		}
+		return false
+	})
+	setItem(t, hq, "TEA", "Tea", 350)
+	typo := map[string]any{"store": "s9", "lines": []map[string]any{{"sku": "TEA", "qty": 1}}, "payment": map[string]any{"method": "cash"}}
+	if r := call(t, hq, "POST", "/v1/sales", typo); r.code() != CodeUnknownStore {
+		t.Fatalf("a sale for an unknown store: %d %s", r.status, r.body)
+	}
+	must(t, hq, 200, "PUT", "/v1/stores/s9", map[string]any{"name": "Web shop", "currency": "EUR", "time_zone": "UTC"})
+	must(t, hq, 201, "POST", "/v1/sales", typo)
+	must(t, hq, 200, "GET", "/v1/stores", nil).decode(t, &list)
+	if len(list.Stores) != 2 || list.Stores[1].ID != "s9" || !list.Stores[1].Declared {
+		t.Fatalf("after: %+v", list.Stores)
+	}
+}

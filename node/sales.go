@@ -62,6 +62,9 @@ func (n *Node) writeStore(req string) (string, error) {
 		if !ledger.ValidStoreID(req) {
 			return "", apiErr(CodeMissingField, "store %q is not a store id", req)
 		}
+		if !n.l.KnownStore(req) {
+			return "", apiErr(CodeUnknownStore, "no store %q: no device is enrolled in it and no store record declares it (PUT /v1/stores/%s)", req, req)
+		}
 		return req, nil
 	}
 	if req != "" && req != n.self.Store {
