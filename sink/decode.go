@@ -51,6 +51,8 @@ func Decode(o *ledger.Op) Op {
 		b = new(ledger.ConflictResolved)
 	case ledger.KindDeviceRevoked:
 		b = new(ledger.DeviceRevoked)
+	case ledger.KindStoreSet:
+		b = new(ledger.StoreRecord)
 	default:
 		return s
 	}

@@ -160,16 +160,22 @@ func (t *Target) Close() error {
 func (t *Target) syncDevices(ctx context.Context) error {
 	l := t.cfg.Ledger
 	certs := l.Certificates()
-	var ids, names, stores, roles []string
+	var ids, names, certStores, roles []string
 	var nb, ex []time.Time
 	var revoked []bool
 	fp := ""
 	for _, c := range certs {
 		r := l.Revoked(c.Device)
-		ids, names, stores, roles = append(ids, c.Device), append(names, c.Name), append(stores, c.Store), append(roles, string(c.Role))
+		ids, names, certStores, roles = append(ids, c.Device), append(names, c.Name), append(certStores, c.Store), append(roles, string(c.Role))
 		nb, ex = append(nb, time.UnixMilli(c.NotBefore).UTC()), append(ex, time.UnixMilli(c.Expiry).UTC())
 		revoked = append(revoked, r)
 		fp += fmt.Sprintf("%s/%s/%d/%v|", c.Device, c.Store, c.Expiry, r)
+	}
+	stores := l.Stores()
+	for _, st := range stores {
+		if st.Declared {
+			fp += fmt.Sprintf("S%s/%s/%s/%s|", st.ID, st.Name, st.Currency, st.TimeZone)
+		}
 	}
 	if fp == t.devices {
 		return nil
@@ -182,9 +188,18 @@ func (t *Target) syncDevices(ctx context.Context) error {
 			VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 			ON CONFLICT (device) DO UPDATE SET name = EXCLUDED.name, store = EXCLUDED.store, role = EXCLUDED.role,
 				not_before = EXCLUDED.not_before, expiry = EXCLUDED.expiry, revoked = EXCLUDED.revoked, updated_at = now()`,
-			ids[i], names[i], stores[i], roles[i], nb[i], ex[i], revoked[i])
-		if stores[i] != ledger.FleetScope {
-			b.Queue(`INSERT INTO stores (store, source) VALUES ($1, 'certificate') ON CONFLICT (store) DO NOTHING`, stores[i])
+			ids[i], names[i], certStores[i], roles[i], nb[i], ex[i], revoked[i])
+		if certStores[i] != ledger.FleetScope {
+			b.Queue(`INSERT INTO stores (store, source) VALUES ($1, 'certificate') ON CONFLICT (store) DO NOTHING`, certStores[i])
+		}
+	}
+	// Declared stores (store.set records) carry their name, currency and
+	// time zone.
+	for _, st := range stores {
+		if st.Declared {
+			b.Queue(`INSERT INTO stores (store, name, currency, time_zone, source) VALUES ($1, $2, $3, $4, 'record')
+				ON CONFLICT (store) DO UPDATE SET name = EXCLUDED.name, currency = EXCLUDED.currency,
+					time_zone = EXCLUDED.time_zone, source = 'record'`, st.ID, st.Name, st.Currency, st.TimeZone)
 		}
 	}
 	if err := t.conn.SendBatch(ctx, b).Close(); err != nil {

@@ -230,6 +230,24 @@ func TestPostgresSinkExactlyOnce(t *testing.T) {
 	if devices != 1 || stores != 2 {
 		t.Errorf("devices %d (want 1: the anchor), stores %d (want 2)", devices, stores)
 	}
+
+	// A store record reaches the stores table with its name and zone.
+	if _, err := l.Append(context.Background(), "s1", ledger.KindStoreSet, &ledger.StoreRecord{Name: "Market stall", Currency: "EUR", TimeZone: "Europe/Paris"}); err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, r)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var name, zone, source *string
+		err := c.QueryRow(context.Background(), `SELECT name, time_zone, source FROM stores WHERE store = 's1'`).Scan(&name, &zone, &source)
+		if err == nil && name != nil && *name == "Market stall" && *zone == "Europe/Paris" && *source == "record" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stores row of s1: %v %v %v %v", name, zone, source, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestPostgresSinkConnectionsKilled: the sink's connections are killed
