@@ -12,12 +12,12 @@ import (
 // Sales reports (issue 17) are answered from aggregates the state keeps as
 // ops apply, never by scanning the sale log per request. Each sale adds to
 // one row per dimension — its day, its device, its payment method, and
-// each SKU it sold — keyed by (store, currency, day). Refunds count on the
+// each SKU it sold — keyed by (store, currency, quarter hour). Refunds count on the
 // day they were made, by the device that made them, under their sale's
 // payment method, and per SKU by the units honoured; what a refund adds is
 // what the refund rule honours (refunds.go), so a refund that an earlier
-// one overtakes moves its figures as the rule moves it. Days are UTC dates
-// of the op's HLC until stores carry a time zone.
+// one overtakes moves its figures as the rule moves it. Days are the
+// store's local dates (its store.set time zone, UTC until it has one).
 
 // Report dimensions.
 const (
@@ -45,9 +45,19 @@ type ReportRow struct {
 	Net         int64  `json:"net"`
 }
 
+// repKey's slot is the quarter hour (Unix seconds / 900) of the op's HLC:
+// every zone's days are whole quarter hours, so the store's local day of
+// a cell is known at query time, and a change of the store's time zone
+// needs no rebuild.
 type repKey struct {
-	store, currency, day, dim, key string
+	store, currency string
+	slot            int64
+	dim, key        string // key "" for ByDay: the day is the slot's
 }
+
+const slotSeconds = 900
+
+func slotOf(wallNS int64) int64 { return wallNS / 1e9 / slotSeconds }
 
 type repCell struct {
 	sales, units, gross, refunds, refundCount, refundUnits int64
@@ -55,13 +65,28 @@ type repCell struct {
 
 // refundShare is what one refund contributes to the report.
 type refundShare struct {
-	day, payment, currency string
-	paid                   int64
-	counted                bool
-	units, amounts         map[string]int64 // per SKU
+	slot              int64
+	payment, currency string
+	paid              int64
+	counted           bool
+	units, amounts    map[string]int64 // per SKU
 }
 
-func dayOf(wallNS int64) string { return time.Unix(0, wallNS).UTC().Format(time.DateOnly) }
+// dayIn is the date at loc of an HLC wall time.
+func dayIn(loc *time.Location, wallNS int64) string {
+	return time.Unix(0, wallNS).In(loc).Format(time.DateOnly)
+}
+
+// zone is store's time zone: its record's, else UTC.
+func (s *state) zone(store string) *time.Location {
+	if z := s.zones[store]; z != nil {
+		return z
+	}
+	return time.UTC
+}
+
+// localDay is store's business day of an HLC wall time.
+func (s *state) localDay(store string, wallNS int64) string { return dayIn(s.zone(store), wallNS) }
 
 func (s *state) repCell(k repKey) *repCell {
 	if s.report == nil {
@@ -77,7 +102,7 @@ func (s *state) repCell(k repKey) *repCell {
 
 // reportSale adds a sale to the aggregates.
 func (s *state) reportSale(o *Op, b *Sale) {
-	day, total := dayOf(o.HLC.Wall), b.Total()
+	slot, total := slotOf(o.HLC.Wall), b.Total()
 	units := int64(0)
 	perSKU := map[string][2]int64{}
 	for _, l := range b.Lines {
@@ -85,14 +110,14 @@ func (s *state) reportSale(o *Op, b *Sale) {
 		v := perSKU[l.SKU]
 		perSKU[l.SKU] = [2]int64{v[0] + l.Qty, v[1] + l.Qty*l.UnitPrice}
 	}
-	for dim, key := range map[string]string{ByDay: day, ByDevice: ChainOwner(o.Device), ByPayment: b.Payment} {
-		c := s.repCell(repKey{o.Store, b.Currency, day, dim, key})
+	for dim, key := range map[string]string{ByDay: "", ByDevice: ChainOwner(o.Device), ByPayment: b.Payment} {
+		c := s.repCell(repKey{o.Store, b.Currency, slot, dim, key})
 		c.sales++
 		c.units += units
 		c.gross += total
 	}
 	for sku, v := range perSKU {
-		c := s.repCell(repKey{o.Store, b.Currency, day, BySKU, sku})
+		c := s.repCell(repKey{o.Store, b.Currency, slot, BySKU, sku})
 		c.sales++
 		c.units += v[0]
 		c.gross += v[1]
@@ -103,7 +128,7 @@ func (s *state) reportSale(o *Op, b *Sale) {
 // paid in all, and units per SKU priced from the sale (done: the units of
 // each SKU honoured to refunds ordered before r).
 func (s *state) reportRefund(r *refundEntry, rec *SaleRecord, done, units map[string]int64) {
-	next := &refundShare{day: dayOf(r.hlc.Wall), paid: r.paid, units: map[string]int64{}, amounts: map[string]int64{}}
+	next := &refundShare{slot: slotOf(r.hlc.Wall), paid: r.paid, units: map[string]int64{}, amounts: map[string]int64{}}
 	if rec != nil {
 		next.payment, next.currency = rec.Payment, rec.Currency
 		// The honoured amount spread over the SKUs by what the sale
@@ -149,14 +174,14 @@ func (s *state) applyRefundShare(r *refundEntry, sh *refundShare, sign int64) {
 	if sh.counted {
 		count = 1
 	}
-	for dim, key := range map[string]string{ByDay: sh.day, ByDevice: ChainOwner(r.device), ByPayment: sh.payment} {
-		c := s.repCell(repKey{r.store, sh.currency, sh.day, dim, key})
+	for dim, key := range map[string]string{ByDay: "", ByDevice: ChainOwner(r.device), ByPayment: sh.payment} {
+		c := s.repCell(repKey{r.store, sh.currency, sh.slot, dim, key})
 		c.refunds += sign * sh.paid
 		c.refundUnits += sign * units
 		c.refundCount += sign * count
 	}
 	for sku, u := range sh.units {
-		c := s.repCell(repKey{r.store, sh.currency, sh.day, BySKU, sku})
+		c := s.repCell(repKey{r.store, sh.currency, sh.slot, BySKU, sku})
 		c.refunds += sign * sh.amounts[sku]
 		c.refundUnits += sign * u
 		c.refundCount += sign * count
@@ -164,7 +189,7 @@ func (s *state) applyRefundShare(r *refundEntry, sh *refundShare, sign int64) {
 }
 
 // ReportQuery selects a sales report: Store ("" for every store held),
-// From and To (UTC dates, YYYY-MM-DD, inclusive; "" for no bound) and By
+// From and To (the store's local dates, YYYY-MM-DD, inclusive; "" for no bound) and By
 // (one of ReportDims).
 type ReportQuery struct {
 	Store, From, To, By string
@@ -198,14 +223,32 @@ func (l *Ledger) SalesReport(q ReportQuery) ([]ReportRow, error) {
 	}
 	l.mu.Lock()
 	sum := map[[3]string]*ReportRow{}
+	type slotAt struct {
+		store string
+		slot  int64
+	}
+	days := map[slotAt]string{} // the store's local day of a slot
 	for k, c := range l.st.report {
-		if k.dim != q.By || (q.Store != "" && k.store != q.Store) || (q.From != "" && k.day < q.From) || (q.To != "" && k.day > q.To) {
+		if k.dim != q.By || (q.Store != "" && k.store != q.Store) {
 			continue
 		}
-		id := [3]string{k.store, k.currency, k.key}
+		sa := slotAt{k.store, k.slot}
+		day, ok := days[sa]
+		if !ok {
+			day = l.st.localDay(k.store, k.slot*slotSeconds*1e9)
+			days[sa] = day
+		}
+		if (q.From != "" && day < q.From) || (q.To != "" && day > q.To) {
+			continue
+		}
+		key := k.key
+		if q.By == ByDay {
+			key = day
+		}
+		id := [3]string{k.store, k.currency, key}
 		r := sum[id]
 		if r == nil {
-			r = &ReportRow{Store: k.store, Currency: k.currency, Key: k.key}
+			r = &ReportRow{Store: k.store, Currency: k.currency, Key: key}
 			sum[id] = r
 		}
 		r.Sales += c.sales
@@ -231,7 +274,7 @@ func (l *Ledger) SalesReport(q ReportQuery) ([]ReportRow, error) {
 }
 
 // SalesQuery selects a page of the sale log: Store ("" every store),
-// From/To (UTC dates, inclusive, "" unbounded), Device (a device id: its
+// From/To (the store's local dates, inclusive, "" unbounded), Device (a device id: its
 // chains, every epoch), After (the id of the last sale of the previous
 // page: the page starts after it in the log's order), Limit (≤ 0: no
 // limit) and Desc (newest first).
@@ -273,7 +316,7 @@ func (l *Ledger) SalesPage(q SalesQuery) ([]SaleRecord, bool, error) {
 			continue
 		}
 		if q.From != "" || q.To != "" {
-			if d := dayOf(r.HLC.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
+			if d := l.st.localDay(r.Store, r.HLC.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
 				continue
 			}
 		}
@@ -319,7 +362,7 @@ func (l *Ledger) RefundsPage(q RefundsQuery) ([]RefundRecord, bool, error) {
 			if (q.Store != "" && r.store != q.Store) || (q.Device != "" && ChainOwner(r.device) != ChainOwner(q.Device)) {
 				continue
 			}
-			if d := dayOf(r.hlc.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
+			if d := l.st.localDay(r.store, r.hlc.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
 				continue
 			}
 			sel = append(sel, r)

@@ -76,3 +76,34 @@ func TestSalesReport(t *testing.T) {
 		}
 	}
 }
+
+// TestSalesReportStoreDays: days are the store's local dates once it has
+// a time zone, and a change of zone re-buckets what was already sold.
+func TestSalesReportStoreDays(t *testing.T) {
+	rf := newRevFleet(t, 14, map[string][2]string{"mgr": {"s1", "manager"}})
+	l := rf.ledgers["mgr"]
+	rf.clocks["mgr"].Set(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)) // 01:00 on the 2nd in Auckland (UTC+13)
+	revAppend(t, l, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+	day := func() string {
+		t.Helper()
+		rows, err := l.SalesReport(ledger.ReportQuery{Store: "s1", By: ledger.ByDay})
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("%+v %v", rows, err)
+		}
+		return rows[0].Key
+	}
+	if d := day(); d != "2026-12-01" {
+		t.Fatalf("undeclared store: day %s, want the UTC date", d)
+	}
+	revAppend(t, l, "s1", ledger.KindStoreSet, &ledger.StoreRecord{Name: "Stall", Currency: "NZD", TimeZone: "Pacific/Auckland"})
+	if d := day(); d != "2026-12-02" {
+		t.Fatalf("Auckland: day %s, want 2026-12-02", d)
+	}
+	if page, _, _ := l.SalesPage(ledger.SalesQuery{Store: "s1", From: "2026-12-02", To: "2026-12-02"}); len(page) != 1 {
+		t.Fatalf("the sale log's day filter follows the zone: %d", len(page))
+	}
+	revAppend(t, l, "s1", ledger.KindStoreSet, &ledger.StoreRecord{Name: "Stall", Currency: "USD", TimeZone: "America/Los_Angeles"})
+	if d := day(); d != "2026-12-01" {
+		t.Fatalf("Los Angeles: day %s, want 2026-12-01", d)
+	}
+}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"storemesh/crdt"
 )
@@ -85,6 +86,7 @@ type state struct {
 	// priceHist is every price write per SKU, by (hlc, device) (variance.go).
 	priceHist map[string][]pricePoint
 	stores    map[string]*crdt.LWW[StoreRecord] // store records (stores.go)
+	zones     map[string]*time.Location         // their time zones, loaded
 	byRef     map[string]string                 // device + "\x00" + ref → sale id (idempotency)
 	books     map[string]*refundBook            // sale id → the refunds naming it (also before the sale arrives)
 	inflight  map[string][]*Refund              // sale id → local refunds being committed (refunds.go)

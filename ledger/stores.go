@@ -72,6 +72,12 @@ func (s *state) setStore(o *Op, b *StoreRecord) {
 		s.stores = map[string]*crdt.LWW[StoreRecord]{}
 	}
 	lwwSet(s.stores, o.Store, *b, o)
+	if s.zones == nil {
+		s.zones = map[string]*time.Location{}
+	}
+	if loc, err := LoadZone(s.stores[o.Store].Value.TimeZone); err == nil {
+		s.zones[o.Store] = loc
+	}
 }
 
 // Stores lists every store a record or a certificate names, by id.
