@@ -62,8 +62,8 @@ func (n *Node) writeStore(req string) (string, error) {
 		if !ledger.ValidStoreID(req) {
 			return "", apiErr(CodeMissingField, "store %q is not a store id", req)
 		}
-		if !n.l.KnownStore(req) {
-			return "", apiErr(CodeUnknownStore, "no store %q: no device is enrolled in it and no store record declares it (PUT /v1/stores/%s)", req, req)
+		if err := n.requireStore(context.Background(), req); err != nil {
+			return "", err
 		}
 		return req, nil
 	}

@@ -231,8 +231,8 @@ func (n *Node) handlePutPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !n.l.KnownStore(store) {
-		return apiErr(CodeUnknownStore, "no store %q: no device is enrolled in it and no store record declares it (PUT /v1/stores/%s)", store, store)
+	if err := n.requireStore(r.Context(), store); err != nil {
+		return err
 	}
 	p := &ledger.Policy{OfflineMethods: req.OfflineMethods}
 	if len(p.OfflineMethods) > 16 {

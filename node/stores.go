@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"storemesh/ledger"
 )
@@ -72,4 +73,22 @@ func (n *Node) handlePutStore(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return apiErr(CodeNotFound, "store %s", id)
+}
+
+// storeGrace is how long an anchor's write naming a store it does not know
+// waits for a certificate naming it: a device of a new store that has
+// just connected is still in its hello, and its certificate comes with it.
+const storeGrace = 3 * time.Second
+
+// requireStore refuses a write for a store that no record or certificate
+// known here names, after storeGrace.
+func (n *Node) requireStore(ctx context.Context, id string) error {
+	deadline := time.Now().Add(storeGrace)
+	for !n.l.KnownStore(id) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return apiErr(CodeUnknownStore, "no store %q: no device of it is known here and no store record declares it (a typo? declare it with PUT /v1/stores/%s)", id, id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
