@@ -110,8 +110,8 @@ func (s *state) reportSale(o *Op, b *Sale) {
 		v := perSKU[l.SKU]
 		perSKU[l.SKU] = [2]int64{v[0] + l.Qty, v[1] + l.Qty*l.UnitPrice}
 	}
-	for dim, key := range map[string]string{ByDay: "", ByDevice: ChainOwner(o.Device), ByPayment: b.Payment} {
-		c := s.repCell(repKey{o.Store, b.Currency, slot, dim, key})
+	for _, dk := range [...][2]string{{ByDay, ""}, {ByDevice, ChainOwner(o.Device)}, {ByPayment, b.Payment}} {
+		c := s.repCell(repKey{o.Store, b.Currency, slot, dk[0], dk[1]})
 		c.sales++
 		c.units += units
 		c.gross += total
@@ -174,8 +174,8 @@ func (s *state) applyRefundShare(r *refundEntry, sh *refundShare, sign int64) {
 	if sh.counted {
 		count = 1
 	}
-	for dim, key := range map[string]string{ByDay: "", ByDevice: ChainOwner(r.device), ByPayment: sh.payment} {
-		c := s.repCell(repKey{r.store, sh.currency, sh.slot, dim, key})
+	for _, dk := range [...][2]string{{ByDay, ""}, {ByDevice, ChainOwner(r.device)}, {ByPayment, sh.payment}} {
+		c := s.repCell(repKey{r.store, sh.currency, sh.slot, dk[0], dk[1]})
 		c.refunds += sign * sh.paid
 		c.refundUnits += sign * units
 		c.refundCount += sign * count
@@ -200,7 +200,12 @@ func (q ReportQuery) Validate() error {
 	if !slices.Contains(ReportDims, q.By) {
 		return fmt.Errorf("%w: by %q: want one of %v", ErrBadInput, q.By, ReportDims)
 	}
-	for _, d := range []string{q.From, q.To} {
+	return validDates(q.From, q.To)
+}
+
+// validDates checks a from/to range of dates (YYYY-MM-DD, "" unbounded).
+func validDates(from, to string) error {
+	for _, d := range []string{from, to} {
 		if d == "" {
 			continue
 		}
@@ -208,10 +213,15 @@ func (q ReportQuery) Validate() error {
 			return fmt.Errorf("%w: date %q: want YYYY-MM-DD", ErrBadInput, d)
 		}
 	}
-	if q.From != "" && q.To != "" && q.To < q.From {
-		return fmt.Errorf("%w: to %s before from %s", ErrBadInput, q.To, q.From)
+	if from != "" && to != "" && to < from {
+		return fmt.Errorf("%w: to %s before from %s", ErrBadInput, to, from)
 	}
 	return nil
+}
+
+// inDates reports whether day lies in the from/to range ("" unbounded).
+func inDates(day, from, to string) bool {
+	return (from == "" || day >= from) && (to == "" || day <= to)
 }
 
 // SalesReport answers q from the aggregates, rows ordered by store,
@@ -238,7 +248,7 @@ func (l *Ledger) SalesReport(q ReportQuery) ([]ReportRow, error) {
 			day = l.st.localDay(k.store, k.slot*slotSeconds*1e9)
 			days[sa] = day
 		}
-		if (q.From != "" && day < q.From) || (q.To != "" && day > q.To) {
+		if !inDates(day, q.From, q.To) {
 			continue
 		}
 		key := k.key
@@ -290,8 +300,7 @@ var ErrUnknownCursor = errors.New("ledger: cursor names no sale held here")
 // SalesPage lists one page of the sale log in (hlc, device, seq, id)
 // order (reversed with Desc), and whether more follow.
 func (l *Ledger) SalesPage(q SalesQuery) ([]SaleRecord, bool, error) {
-	rq := ReportQuery{From: q.From, To: q.To, By: ByDay}
-	if err := rq.Validate(); err != nil {
+	if err := validDates(q.From, q.To); err != nil {
 		return nil, false, err
 	}
 	l.mu.Lock()
@@ -315,10 +324,8 @@ func (l *Ledger) SalesPage(q SalesQuery) ([]SaleRecord, bool, error) {
 		if (q.Store != "" && r.Store != q.Store) || (q.Device != "" && ChainOwner(r.Device) != ChainOwner(q.Device)) {
 			continue
 		}
-		if q.From != "" || q.To != "" {
-			if d := l.st.localDay(r.Store, r.HLC.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
-				continue
-			}
+		if (q.From != "" || q.To != "") && !inDates(l.st.localDay(r.Store, r.HLC.Wall), q.From, q.To) {
+			continue
 		}
 		if after != nil && order(r, after) <= 0 {
 			continue
@@ -347,7 +354,7 @@ type RefundsQuery struct {
 // RefundsPage lists one page of the refunds this replica holds in
 // (hlc, device, seq) order, and whether more follow. After is a refund id.
 func (l *Ledger) RefundsPage(q RefundsQuery) ([]RefundRecord, bool, error) {
-	if err := (ReportQuery{From: q.From, To: q.To, By: ByDay}).Validate(); err != nil {
+	if err := validDates(q.From, q.To); err != nil {
 		return nil, false, err
 	}
 	l.mu.Lock()
@@ -362,7 +369,7 @@ func (l *Ledger) RefundsPage(q RefundsQuery) ([]RefundRecord, bool, error) {
 			if (q.Store != "" && r.store != q.Store) || (q.Device != "" && ChainOwner(r.device) != ChainOwner(q.Device)) {
 				continue
 			}
-			if d := l.st.localDay(r.store, r.hlc.Wall); (q.From != "" && d < q.From) || (q.To != "" && d > q.To) {
+			if (q.From != "" || q.To != "") && !inDates(l.st.localDay(r.store, r.hlc.Wall), q.From, q.To) {
 				continue
 			}
 			sel = append(sel, r)

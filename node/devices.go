@@ -38,33 +38,52 @@ type deviceView struct {
 }
 
 func (n *Node) device(id string) (deviceView, error) {
-	certs := n.l.Certificate(id)
+	return n.newDeviceViews().view(id)
+}
+
+// deviceViews reads once what every device's view needs (revocations,
+// forks, peers), so listing n devices costs one read of each, not n.
+type deviceViews struct {
+	n       *Node
+	revoked map[string]ledger.RevokedDevice
+	forked  map[string]bool
+	contact map[string]time.Time
+}
+
+func (n *Node) newDeviceViews() *deviceViews {
+	d := &deviceViews{n: n, revoked: map[string]ledger.RevokedDevice{}, forked: map[string]bool{}, contact: map[string]time.Time{}}
+	for _, r := range n.l.Revocations() {
+		d.revoked[r.Device] = r
+	}
+	for _, f := range n.l.Forks() {
+		d.forked[ledger.ChainOwner(f.Device)] = true
+	}
+	for _, p := range n.mesh().Peers() {
+		if !p.LastSync.IsZero() {
+			d.contact[p.ID] = p.LastSync.UTC()
+		}
+	}
+	return d
+}
+
+func (d *deviceViews) view(id string) (deviceView, error) {
+	certs := d.n.l.Certificate(id)
 	if len(certs) == 0 {
 		return deviceView{}, apiErr(CodeUnknownDevice, "no certificate of device %q on this replica", id)
 	}
 	c := certs[len(certs)-1]
-	v := deviceView{Device: id, Name: c.Name, Store: c.Store, Role: c.Role, Chains: n.l.DefaultCutoffs(id)}
+	v := deviceView{Device: id, Name: c.Name, Store: c.Store, Role: c.Role, Chains: d.n.l.DefaultCutoffs(id), Forked: d.forked[id]}
 	if v.Chains == nil {
 		v.Chains = []ledger.Cutoff{}
 	}
-	for _, r := range n.l.Revocations() {
-		if r.Device == id {
-			v.Revoked = &r
-		}
+	if r, ok := d.revoked[id]; ok {
+		v.Revoked = &r
 	}
 	for _, c := range v.Chains {
 		v.Ops += c.Seq
 	}
-	for _, f := range n.l.Forks() {
-		if ledger.ChainOwner(f.Device) == id {
-			v.Forked = true
-		}
-	}
-	for _, p := range n.mesh().Peers() {
-		if p.ID == id && !p.LastSync.IsZero() {
-			t := p.LastSync.UTC()
-			v.LastContact = &t
-		}
+	if t, ok := d.contact[id]; ok {
+		v.LastContact = &t
 	}
 	return v, nil
 }
@@ -77,13 +96,14 @@ func (n *Node) handleListDevices(w http.ResponseWriter, r *http.Request) error {
 	}
 	store := r.URL.Query().Get("store")
 	out := []deviceView{}
+	views := n.newDeviceViews()
 	seen := map[string]bool{}
 	for _, c := range n.l.Certificates() {
 		if seen[c.Device] || (store != "" && c.Store != store) {
 			continue
 		}
 		seen[c.Device] = true
-		v, err := n.device(c.Device)
+		v, err := views.view(c.Device)
 		if err != nil {
 			continue // its certificate went between the two reads
 		}

@@ -35,7 +35,7 @@ func (n *Node) handleSalesReport(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(CodeBadQuery, "by %q: want one of %s", rq.By, strings.Join(ledger.ReportDims, ", "))
 	}
 	if err := rq.Validate(); err != nil {
-		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+		return dateErr(err)
 	}
 	format := q.Get("format")
 	switch {
@@ -83,17 +83,14 @@ func (n *Node) handleVariance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), Limit: MaxSalesPage}
-	if v := q.Get("limit"); v != "" {
-		l, err := strconv.Atoi(v)
-		if err != nil || l < 1 || l > MaxSalesPage {
-			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
-		}
-		sq.Limit = l
+	limit, err := pageLimit(q)
+	if err != nil {
+		return err
 	}
+	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), Limit: limit}
 	lines, more, err := n.l.PriceVariance(sq)
 	if err != nil {
-		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+		return dateErr(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"lines": lines, "truncated": more})
 	return nil

@@ -224,14 +224,11 @@ func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(q, "store", "from", "to", "device", "limit", "cursor", "order"); err != nil {
 		return err
 	}
-	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: MaxSalesPage}
-	if v := q.Get("limit"); v != "" {
-		l, err := strconv.Atoi(v)
-		if err != nil || l < 1 || l > MaxSalesPage {
-			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
-		}
-		sq.Limit = l
+	limit, err := pageLimit(q)
+	if err != nil {
+		return err
 	}
+	sq := ledger.SalesQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: limit}
 	switch q.Get("order") {
 	case "", "asc":
 	case "desc":
@@ -244,7 +241,7 @@ func (n *Node) handleListSales(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, ledger.ErrUnknownCursor):
 		return apiErr(CodeBadQuery, "cursor %q names no sale this replica holds", sq.After)
 	case err != nil:
-		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+		return dateErr(err)
 	}
 	out := map[string]any{"sales": sales}
 	if more {
@@ -266,20 +263,17 @@ func (n *Node) handleListRefunds(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(q, "store", "from", "to", "device", "limit", "cursor"); err != nil {
 		return err
 	}
-	rq := ledger.RefundsQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: MaxSalesPage}
-	if v := q.Get("limit"); v != "" {
-		l, err := strconv.Atoi(v)
-		if err != nil || l < 1 || l > MaxSalesPage {
-			return apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
-		}
-		rq.Limit = l
+	limit, err := pageLimit(q)
+	if err != nil {
+		return err
 	}
+	rq := ledger.RefundsQuery{Store: scope, From: q.Get("from"), To: q.Get("to"), Device: q.Get("device"), After: q.Get("cursor"), Limit: limit}
 	refunds, more, err := n.l.RefundsPage(rq)
 	switch {
 	case errors.Is(err, ledger.ErrUnknownCursor):
 		return apiErr(CodeBadQuery, "cursor %q names no refund this replica holds", rq.After)
 	case err != nil:
-		return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+		return dateErr(err)
 	}
 	out := map[string]any{"refunds": refunds}
 	if more {
@@ -292,6 +286,25 @@ func (n *Node) handleListRefunds(w http.ResponseWriter, r *http.Request) error {
 // MaxSalesPage bounds the sales one GET /v1/sales answers (and its
 // default limit); "next" then gives the cursor for the rest.
 const MaxSalesPage = 10000
+
+// pageLimit is a list's limit parameter: 1..MaxSalesPage, default the
+// maximum.
+func pageLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return MaxSalesPage, nil
+	}
+	l, err := strconv.Atoi(v)
+	if err != nil || l < 1 || l > MaxSalesPage {
+		return 0, apiErr(CodeBadQuery, "limit %q: want a whole number in 1..%d", v, MaxSalesPage)
+	}
+	return l, nil
+}
+
+// dateErr is the API error of a ledger query refused for its dates.
+func dateErr(err error) error {
+	return apiErr(CodeBadDate, "%s", strings.TrimPrefix(err.Error(), ledger.ErrBadInput.Error()+": "))
+}
 
 // onlyParams refuses a query parameter not in known, or given twice.
 func onlyParams(q url.Values, known ...string) error {
