@@ -13,6 +13,10 @@ import (
 type chain struct {
 	main  []Hash
 	extra map[uint64][]Hash
+	// firstWall and lastWall are the oldest and newest HLC wall times of
+	// the placed ops (a device's chains used one after another do not
+	// overlap in time; a clone's do).
+	firstWall, lastWall int64
 }
 
 func (c *chain) length() uint64 { return uint64(len(c.main)) }
@@ -76,6 +80,13 @@ func (c *chain) classify(o *Op) placement {
 }
 
 func (c *chain) place(o *Op, p placement) {
+	if p == placeNext || p == placeFork {
+		w := o.HLC.Wall
+		if c.firstWall == 0 || w < c.firstWall {
+			c.firstWall = w
+		}
+		c.lastWall = max(c.lastWall, w)
+	}
 	switch p {
 	case placeNext:
 		c.main = append(c.main, o.hash)

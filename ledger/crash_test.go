@@ -233,7 +233,7 @@ func openChild(ctx context.Context, cert *ledger.Certificate, key, fleet []byte)
 		return nil
 	}
 	defer l.Close()
-	floor, source := l.OwnFloor(crashStore)
+	floor, source := l.OwnFloor(crashStore, cert.Device)
 	fmt.Fprintf(os.Stdout, "OPEN held=%d floor=%d source=%s\n", l.VersionVector(crashStore)[cert.Device], floor, source)
 	_, err = l.Append(ctx, crashStore, ledger.KindSale, ledgertest.Sale(crashSKU, 1, 350))
 	fmt.Fprintf(os.Stdout, "APPEND behind=%t %v\n", errors.Is(err, ledger.ErrOwnHistoryBehind), err)

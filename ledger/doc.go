@@ -47,6 +47,21 @@
 //     inside the datastore stops writes (ErrFailed) until reopened; SSTs are
 //     verified before badger opens them and every block on read; a damaged
 //     file or a panic inside badger at open is an ErrCorrupt naming it.
+//   - Restores, lost tails and clones never make a device reuse a seq
+//     (ownchain.go). A device writes, per scope, one chain: its id, or a
+//     later epoch of it (ID~N, ChainID), a fresh chain from seq 1. It
+//     never extends a chain that is forked (another process wrote as it:
+//     a clone, or an older copy of its folder that sold) and moves to a
+//     new epoch at once; a chain short of what is known of it (its floor:
+//     the durable record, the device folder's copy of it kept by the
+//     node, a peer's summary, own ops held for a gap) waits for sync to
+//     refill it (ErrOwnHistoryBehind, a BehindError saying how long) for
+//     at most Config.OwnWait, then moves to a new epoch. A new epoch is
+//     above every epoch of the device this replica knows, plus
+//     Config.Instance mod 100, so two clones rarely pick one epoch (if
+//     they do, that chain forks and each moves on again). Ops of every
+//     chain and branch count, once each; a device's chains are ordered
+//     by their newest op, and on open it goes on writing the newest.
 //   - The durable own-chain record (Config.OwnRecord) never claims more
 //     than is stored; on open, an own chain shorter than its record raises
 //     the own floor (RaiseOwnFloor), so Append refuses the lost seqs
@@ -58,6 +73,12 @@
 //     flight in group commit included.
 //
 // HAZARDS:
+//   - A device whose data folder and device folder are both put back
+//     from one older copy cannot tell by itself: a peer's summary tells
+//     it (then it waits or moves to a new epoch), but a sale made before
+//     that summary arrives forks its chain (flagged on every replica;
+//     the device then moves on). A peer that lies about how far this
+//     device's chain goes makes it wait OwnWait and start a new epoch.
 //   - When a revocation changes which placed ops count, the version
 //     vectors and the state are rebuilt from the stored ops, under the
 //     ledger's lock: a pause proportional to the log (revocations are

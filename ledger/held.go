@@ -45,7 +45,7 @@ type heldSet struct {
 	expired  uint64
 	evicted  uint64
 	refused  uint64
-	ownDrops func(scope string, seq uint64) // raises the own-chain floor before an own op is dropped
+	ownDrops func(scope, chain string, seq uint64) // raises the own-chain floor before an own op is dropped
 	self     string
 }
 
@@ -67,7 +67,7 @@ type heldChain struct {
 	max  uint64
 }
 
-func newHeldSet(cfg Config, self string, ownDrops func(string, uint64)) *heldSet {
+func newHeldSet(cfg Config, self string, ownDrops func(string, string, uint64)) *heldSet {
 	return &heldSet{
 		maxBytes: cfg.MaxHeldBytes, perAuthor: cfg.MaxHeldPerAuthor, ttl: int64(cfg.HeldTTL), maxOps: cfg.MaxHeld,
 		ops: map[heldKey][]heldOp{}, chains: map[chainKey]*heldChain{}, authors: map[string]int{},
@@ -205,8 +205,8 @@ func (h *heldSet) forget(k heldKey, x heldOp) {
 func (h *heldSet) drop(k heldKey, i int) {
 	xs := h.ops[k]
 	x := xs[i]
-	if h.self != "" && k.device == h.self && h.ownDrops != nil {
-		h.ownDrops(k.scope, k.seq)
+	if h.self != "" && ChainOwner(k.device) == h.self && h.ownDrops != nil {
+		h.ownDrops(k.scope, k.device, k.seq)
 	}
 	h.forget(k, x)
 	xs = slices.Delete(xs, i, i+1)

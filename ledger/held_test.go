@@ -162,8 +162,8 @@ func TestHeldOpsExpire(t *testing.T) {
 }
 
 // TestHeldOwnOpsStillHoldTheTill: own ops held mean the chain reaches
-// further than this replica holds; their expiry must not let the till
-// reuse their seqs.
+// further than this replica holds; the till waits for the gap to fill,
+// and their expiry must not let it reuse their seqs.
 func TestHeldOwnOpsStillHoldTheTill(t *testing.T) {
 	ctx := context.Background()
 	f := ledgertest.NewFleet(44)
@@ -188,7 +188,13 @@ func TestHeldOwnOpsStillHoldTheTill(t *testing.T) {
 	if st := l.Stats(); st.HeldExpired == 0 {
 		t.Fatalf("own op not expired: %+v", st)
 	}
-	if _, err := l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)); !errors.Is(err, ledger.ErrOwnHistoryBehind) {
-		t.Fatalf("sale after an own held op expired: %v, want ErrOwnHistoryBehind", err)
+	// Past OwnWait the seqs the expired op proved used are still never
+	// reused: the sale goes to a new epoch of the device, from seq 1.
+	o, err := l.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+	if err != nil || ledger.ChainEpoch(o.Device) == 0 || o.Seq != 1 {
+		t.Fatalf("sale after an own held op expired: %v %v, want seq 1 of a new epoch", o, err)
+	}
+	if seq, _ := l.OwnFloor("s1", d.ID()); seq < 4 {
+		t.Fatalf("own floor %d after the expiry, want at least 4", seq)
 	}
 }

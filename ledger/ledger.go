@@ -60,6 +60,14 @@ type Config struct {
 	// a chain shorter than its record raises the own floor, so the lost
 	// seqs are never reused. Default: none (the simulator).
 	OwnRecord OwnRecord
+	// OwnWait bounds how long Append waits (ErrOwnHistoryBehind) for sync
+	// to refill an own chain that is short of what is known of it before
+	// it writes a new epoch instead. Default 10 s.
+	OwnWait time.Duration
+	// Instance tells this process apart from another running the same
+	// device (a clone) when both pick a new epoch; the node sets it at
+	// random, the simulator from its seed. Default 0.
+	Instance uint64
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller
@@ -72,6 +80,7 @@ func DefaultConfig() Config {
 		MaxHeldBytes:     32 << 20,
 		MaxHeldPerAuthor: 4 << 20,
 		HeldTTL:          2 * time.Minute,
+		OwnWait:          10 * time.Second,
 		Logger:           slog.New(slog.DiscardHandler),
 	}
 }
@@ -104,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeldTTL <= 0 {
 		errs = append(errs, errors.New("HeldTTL must be positive"))
+	}
+	if c.OwnWait <= 0 {
+		errs = append(errs, errors.New("OwnWait must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -155,8 +167,9 @@ type Ledger struct {
 	idle       *sync.Cond // signalled when a commit leader finishes
 	failed     error
 	closed     bool
-	floor      map[string]ownFloor // scope → what this device's own chain is known to reach (RaiseOwnFloor)
-	rv         revState            // revocations and cut-offs (revoke.go)
+	floor      map[chainKey]ownFloor // own chain → what it is known to reach (RaiseOwnFloor)
+	cur        map[string]string     // scope → the own chain Append writes (ownChainLocked)
+	rv         revState              // revocations and cut-offs (revoke.go)
 	subs       map[int]func([]*Op)
 	allotHeld  allotInFlight // own allotment spends placed, not yet durable (allot_write.go)
 	nextSub    int
@@ -177,7 +190,10 @@ type Stats struct {
 	HeldBytes                             int
 	HeldExpired, HeldEvicted, HeldRefused uint64
 	Forks                                 uint64
-	Commits                               uint64 // durable batch commits (fsyncs with badger)
+	// Epochs counts the new chain epochs this device started (a fork of
+	// its own chain, or a shortfall sync did not refill in OwnWait).
+	Epochs  uint64
+	Commits uint64 // durable batch commits (fsyncs with badger)
 	// SigChecks counts ed25519 verifications of remote ops: at most one
 	// per device run of a batch (ApplyBatch), so far below Applied in a
 	// catch-up.
@@ -213,6 +229,9 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (_ *Ledger, err error)
 	if cfg.HeldTTL == 0 {
 		cfg.HeldTTL = def.HeldTTL
 	}
+	if cfg.OwnWait == 0 {
+		cfg.OwnWait = def.OwnWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = def.Logger
 	}
@@ -235,8 +254,8 @@ func Open(ctx context.Context, d ds.Batching, cfg Config) (_ *Ledger, err error)
 		stats:   Stats{Rejected: map[Reason]uint64{}},
 	}
 	l.idle = sync.NewCond(&l.mu)
-	l.held = newHeldSet(cfg, l.selfDevice(), func(scope string, seq uint64) {
-		l.raiseFloorLocked(scope, seq, "held op expired")
+	l.held = newHeldSet(cfg, l.selfDevice(), func(scope, chain string, seq uint64) {
+		l.raiseFloorLocked(scope, chain, seq, "held op expired")
 	})
 	if sc, ok := d.(SpaceChecker); ok {
 		l.space = sc

@@ -77,13 +77,13 @@ func (l *Ledger) openOwnRecord() error {
 	}
 	self := l.cfg.Self.Device
 	for k, seq := range loaded {
-		if k.Chain != self {
+		if ChainOwner(k.Chain) != self {
 			continue
 		}
-		if held := l.vv[k.Scope][self]; seq > held {
-			l.log.Error("own chain shorter than its durable record: ops were lost from storage; local writes wait until peers refill them",
-				"scope", k.Scope, "held", held, "recorded", seq, "missing", seq-held)
-			l.RaiseOwnFloor(k.Scope, seq, "durable record")
+		if held := l.vv[k.Scope][k.Chain]; seq > held {
+			l.log.Error("own chain shorter than its durable record: ops were lost from storage (or the data folder is an older copy); local writes wait for peers to refill them, then move to a new chain",
+				"scope", k.Scope, "chain", k.Chain, "held", held, "recorded", seq, "missing", seq-held)
+			l.RaiseOwnFloor(k.Scope, k.Chain, seq, "durable record")
 		}
 	}
 	r := &ownRecorder{
@@ -228,14 +228,19 @@ func (l *Ledger) FlushOwnRecord() error {
 // OwnChainState is what status shows of one of this device's own chains.
 type OwnChainState struct {
 	Scope    string
+	Chain    string // the chain id: the device id, or an epoch of it
+	Current  bool   // the chain Append writes in Scope now
 	Held     uint64 // contiguous seqs this replica holds
 	Recorded uint64 // how far the chain is known to reach (durable record, peers)
-	Source   string // who said so ("durable record", ...)
+	Source   string // who said so ("durable record", "peer ...")
 	Missing  uint64 // Recorded − Held when positive: lost, waiting for sync
+	// Wait is, while Missing > 0 on the current chain, how long Append
+	// still waits for sync before it writes a new epoch.
+	Wait time.Duration
 }
 
 // OwnChains reports this device's chains in every scope it wrote to or
-// has a floor in, sorted by scope. Empty when read-only.
+// has a floor in, sorted by scope and chain. Empty when read-only.
 func (l *Ledger) OwnChains() []OwnChainState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -243,24 +248,35 @@ func (l *Ledger) OwnChains() []OwnChainState {
 	if self == "" {
 		return nil
 	}
-	scopes := map[string]bool{}
+	keys := map[chainKey]bool{}
 	for scope, vv := range l.vv {
-		if vv[self] > 0 {
-			scopes[scope] = true
+		for d, n := range vv {
+			if n > 0 && ChainOwner(d) == self {
+				keys[chainKey{scope, d}] = true
+			}
 		}
 	}
-	for scope := range l.floor {
-		scopes[scope] = true
+	for k := range l.floor {
+		keys[k] = true
 	}
-	out := make([]OwnChainState, 0, len(scopes))
-	for scope := range scopes {
-		s := OwnChainState{Scope: scope, Held: l.vv[scope][self]}
-		f := l.floor[scope]
+	out := make([]OwnChainState, 0, len(keys))
+	for k := range keys {
+		s := OwnChainState{Scope: k.scope, Chain: k.device, Held: l.vv[k.scope][k.device]}
+		s.Current = l.currentOwn(k.scope) == k.device
+		f := l.floor[k]
 		s.Recorded, s.Source = max(f.seq, s.Held), f.source
 		s.Missing = s.Recorded - s.Held
+		if s.Missing > 0 && s.Current {
+			s.Wait = max(0, time.Duration(f.since+int64(l.cfg.OwnWait)-l.cfg.Now()))
+		}
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Scope < out[j].Scope })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Scope != out[j].Scope {
+			return out[i].Scope < out[j].Scope
+		}
+		return out[i].Chain < out[j].Chain
+	})
 	return out
 }
 

@@ -501,13 +501,18 @@ func TestForkKeptAsEvidence(t *testing.T) {
 		t.Fatal("ops left held")
 	}
 
-	// The device's own ledger, once it learns the other branch, refuses to
-	// extend its chain: which branch to follow is for a person to decide.
+	// The device's own ledger, once it learns the other branch, never
+	// extends the forked chain again: it sells on a new epoch, and both
+	// branches stay as evidence.
 	if _, err := la.Apply(ctx, b2.Raw()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := la.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350)); !errors.Is(err, ledger.ErrOwnChainForked) {
-		t.Fatalf("append on a forked own chain: %v, want ErrOwnChainForked", err)
+	o, err := la.Append(ctx, "s1", ledger.KindSale, ledgertest.Sale("TEA", 1, 350))
+	if err != nil || ledger.ChainOwner(o.Device) != d.ID() || ledger.ChainEpoch(o.Device) == 0 || o.Seq != 1 {
+		t.Fatalf("append on a forked own chain: %v %v, want seq 1 of a new epoch", o, err)
+	}
+	if st := la.Stats(); st.Epochs != 1 {
+		t.Fatalf("%d epochs started, want 1", st.Epochs)
 	}
 }
 

@@ -282,8 +282,8 @@ func (l *Ledger) admitRemote(p pendingOp) error {
 }
 
 // admitLocal is admitRemote for Append. Called under l.mu.
-func (l *Ledger) admitLocal(store string, seq uint64, b body) error {
-	if c, ok := l.cutOf(store, l.cfg.Self.Device); ok && seq > c {
+func (l *Ledger) admitLocal(store, chain string, seq uint64, b body) error {
+	if c, ok := l.cutOf(store, chain); ok && seq > c {
 		return reject(ReasonRevoked, "this device is revoked: its ops in %s past seq %d are excluded", store, c)
 	}
 	if rb, ok := b.(*DeviceRevoked); ok {

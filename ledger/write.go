@@ -18,8 +18,9 @@ import (
 // or it would fork its own chain.
 var ErrOwnHistoryBehind = errors.New("ledger: this device's own history is still arriving from peers; wait for sync")
 
-// ErrOwnChainForked refuses a local write when this device's own chain is
-// forked: which branch to extend is a decision for a person.
+// ErrOwnChainForked is kept for callers that still match it: Append no
+// longer returns it. A device whose own chain forked writes a new epoch
+// of its chain instead (ownChainLocked).
 var ErrOwnChainForked = errors.New("ledger: this device's own chain is forked")
 
 // Append makes a local op of kind in store with body b (a pointer to one of
@@ -61,15 +62,11 @@ func (l *Ledger) Append(ctx context.Context, store string, kind Kind, b any) (*O
 			return nil, err
 		}
 	}
-	self := l.cfg.Self.Device
-	c := l.chainOf(store, self)
-	if c.forked() {
-		return nil, ErrOwnChainForked
+	self, c, err := l.ownChainLocked(store)
+	if err != nil {
+		return nil, err
 	}
-	if l.heldFor(store, self) || l.belowFloor(store, c) {
-		return nil, ErrOwnHistoryBehind
-	}
-	if err := l.admitLocal(store, c.length()+1, bb); err != nil {
+	if err := l.admitLocal(store, self, c.length()+1, bb); err != nil {
 		return nil, err
 	}
 	reserve, err := l.allotCheck(store, kind, bb)

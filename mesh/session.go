@@ -164,6 +164,7 @@ type SessionStats struct {
 	Rejected            map[string]uint64 // by reason: op rejections and ignored messages
 	ServedBytes         uint64            // op bytes sent in answer to wants (flow.go)
 	WantsMerged         uint64            // wants folded into a job already queued
+	OwnAhead            uint64            // summary entries holding more of this device's own chain than it does
 }
 
 // scopeState is what the session knows of one shared scope.

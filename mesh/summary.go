@@ -223,6 +223,7 @@ func (s *Session) onSummary(ctx context.Context, m *summaryMsg) error {
 		st.learn(st.peerHas, d, headOf(m.VV[d], h))
 	}
 	st.sent.Merge(m.VV)
+	s.ownFloors(m.Scope, m.VV)
 	if len(m.Anchor) > 0 || m.AnchorSeen != 0 {
 		s.stats.Rejected["unsigned_hq_claim"]++
 	}
@@ -435,4 +436,21 @@ func (s *Session) anchorCerts(raws [][]byte) [][]byte {
 		}
 	}
 	return out
+}
+
+// ownFloors tells the ledger what the peer holds of this device's own
+// chains: a peer that holds more of one than we do means our data is an
+// older copy (a restore) or a copy of this device writes it (a clone), so
+// the ledger waits for the refill and then moves to a new epoch
+// (ledger.RaiseOwnFloor) rather than reuse those seqs. Only certified
+// devices reach this (uncertified ran first); a lying peer can make this
+// device wait at most ledger.Config.OwnWait and start a new chain.
+func (s *Session) ownFloors(scope string, vv crdt.VersionVector) {
+	self := s.l.Self().Device
+	for d, seq := range vv {
+		if ledger.ChainOwner(d) == self && seq > s.l.Seq(scope, d) {
+			s.stats.OwnAhead++
+			s.l.RaiseOwnFloor(scope, d, seq, "peer "+s.peer.Name)
+		}
+	}
 }

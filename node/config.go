@@ -28,6 +28,15 @@ type Config struct {
 	// public key (DataDir/fleet.pub, for audit export) and the last anchor
 	// contact. One process at a time: badger locks it.
 	DataDir string
+	// DeviceDir, if set, is the device folder (storemesh enroll). The node
+	// keeps a second copy of its own-chain record there (DeviceDir/ownchain),
+	// so a data folder put back from an older copy (a restore) is noticed
+	// at start: the chain is then refilled from peers, or a new epoch is
+	// started, and no seq is reused (ledger/doc.go, "Restores and clones").
+	DeviceDir string
+	// OwnWait is ledger.Config.OwnWait: how long a sale waits for peers to
+	// refill this device's own chain before it goes to a new chain. 0: 10 s.
+	OwnWait time.Duration
 	// Datastore, if set, is used instead of badger in DataDir (tests). The
 	// node does not close it.
 	Datastore ds.Batching

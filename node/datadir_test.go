@@ -103,7 +103,12 @@ func TestOwnChainBehindRecord(t *testing.T) {
 		OwnChain ownChainView `json:"own_chain"`
 	}
 	must(t, n, 200, "GET", "/v1/status", nil).decode(t, &st)
-	if want := (ownChainView{Scope: "s1", Held: held, Recorded: held + 5, Missing: 5, Source: "durable record"}); st.OwnChain != want {
+	got := st.OwnChain
+	if got.WaitSeconds <= 0 || got.WaitSeconds > 10 {
+		t.Errorf("status own_chain wait_seconds %v, want (0, 10]", got.WaitSeconds)
+	}
+	got.WaitSeconds = 0
+	if want := (ownChainView{Scope: "s1", Chain: dev.Cert.Device, Held: held, Recorded: held + 5, Missing: 5, Source: "durable record"}); got != want {
 		t.Fatalf("status own_chain %+v, want %+v", st.OwnChain, want)
 	}
 	if m := string(must(t, n, 200, "GET", "/metrics", nil).body); !strings.Contains(m, `storemesh_own_chain_missing{scope="s1"} 5`) {

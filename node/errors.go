@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"storemesh/ledger"
 )
@@ -100,6 +101,8 @@ type apiError struct {
 	Code    string
 	Message string
 	Err     error // the cause, for logs; not sent
+	// RetryAfter, when set, is sent as Retry-After (rounded up to seconds).
+	RetryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -129,6 +132,12 @@ func fromLedger(err error) *apiError {
 		return ae
 	case allotErr(err) != nil:
 		return allotErr(err)
+	case errors.As(err, new(*ledger.BehindError)):
+		var be *ledger.BehindError
+		errors.As(err, &be)
+		return &apiError{Code: CodeHistoryBehind, Err: err, Message: fmt.Sprintf(
+			"this device's own history is still arriving from its peers (%d of %d ops of its chain held, known from %s); it sells again once they arrive, or in at most %s on a new chain",
+			be.Held, be.Known, be.Source, be.Wait.Round(time.Second)), RetryAfter: be.Wait}
 	case errors.Is(err, ledger.ErrOwnHistoryBehind):
 		return &apiError{Code: CodeHistoryBehind, Message: "this device's own history is still arriving from its peers; retry once it has synced", Err: err}
 	case errors.Is(err, ledger.ErrRefundExceedsSale):

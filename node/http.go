@@ -228,7 +228,11 @@ func (n *Node) writeError(w *statusWriter, r *http.Request, path string, err err
 	}
 	n.log.Log(r.Context(), level, "request refused", attrs...)
 	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "2")
+		retry := 2
+		if ae.RetryAfter > 0 {
+			retry = int((ae.RetryAfter + time.Second - 1) / time.Second)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	}
 	var body errorBody
 	body.Error.Code, body.Error.Message = ae.Code, ae.Message

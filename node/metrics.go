@@ -72,6 +72,10 @@ var (
 	descRejected   = prometheus.NewDesc("storemesh_ops_rejected_total", "Ops and certificates refused, by reason.", []string{"reason"}, nil)
 	descHeld       = prometheus.NewDesc("storemesh_ops_held", "Ops held in memory waiting for a predecessor.", nil, nil)
 	descForks      = prometheus.NewDesc("storemesh_forks_total", "Equivocations seen (two ops at one device seq).", nil, nil)
+	descEpochs     = prometheus.NewDesc("storemesh_own_epochs_total", "New chains this device started (its chain forked, or a shortfall peers did not refill in --own-wait).", nil, nil)
+	descCopied     = prometheus.NewDesc("storemesh_own_chain_copied", "1 when another process wrote ops as this device (a chain of it is forked).", nil, nil)
+	descClones     = prometheus.NewDesc("storemesh_clones", "Devices seen running in two processes at once in the last 10 minutes.", nil, nil)
+	descCloneSeen  = prometheus.NewDesc("storemesh_clone_detections_total", "Sightings of a second process of one device.", nil, nil)
 	descCommits    = prometheus.NewDesc("storemesh_commits_total", "Durable storage commits (fsyncs).", nil, nil)
 	descQueued     = prometheus.NewDesc("storemesh_queued_for_anchor", "Ops of this store not yet acknowledged by an anchor.", nil, nil)
 	descAnchorAge  = prometheus.NewDesc("storemesh_anchor_contact_age_seconds", "Seconds since the last frame from an anchor (since start when never).", nil, nil)
@@ -94,6 +98,7 @@ var (
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descApplied, descDuplicate, descRejected, descHeld, descForks,
+		descEpochs, descCopied, descClones, descCloneSeen,
 		descCommits, descQueued, descAnchorAge, descOffline, descPeers, descPeerLag, descSyncBytes, descSyncOps,
 		descProtoErr, descSyncRej, descConflicts, descEventConns, descSinkBacklog, descSinkWritten, descSinkFailures, descSinkUp,
 		descOwnMissing, descOwnHeld, descNoSpace,
@@ -119,9 +124,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descHeld, float64(st.Held))
 	counter(descForks, float64(st.Forks))
+	counter(descEpochs, float64(st.Epochs))
+	gauge(descCopied, b2f(n.copied()))
 	counter(descCommits, float64(st.Commits))
 	counter(descNoSpace, float64(st.NoSpace))
 	for _, oc := range n.l.OwnChains() {
+		if !oc.Current {
+			continue // one series per scope: the chain it writes
+		}
 		gauge(descOwnMissing, float64(oc.Missing), oc.Scope)
 		gauge(descOwnHeld, float64(oc.Held), oc.Scope)
 	}
@@ -131,6 +141,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	m := n.mesh()
 	ms := m.Status()
 	gauge(descQueued, float64(ms.QueuedForAnchor))
+	gauge(descClones, float64(len(ms.Clones)))
+	counter(descCloneSeen, float64(ms.CloneDetections))
 	last := n.anchor.observe(ms.LastAnchorContact)
 	if last.IsZero() {
 		last = n.started

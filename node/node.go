@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -106,6 +107,23 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.closeRec = ownRec.Close
 		cleanup = append(cleanup, func() { ownRec.Close() })
 	}
+	var rec ledger.OwnRecord
+	if ownRec != nil {
+		rec = ownRec
+		if cfg.DeviceDir != "" {
+			devRec, err := ledger.OpenOwnRecordFile(filepath.Join(cfg.DeviceDir, ownChainFile))
+			if err != nil {
+				// A read-only or damaged device folder loses only the
+				// restore check, never the node.
+				n.log.Warn("device folder's own-chain record unusable: a data folder restored from an older copy will not be noticed at start", "dir", cfg.DeviceDir, "err", err)
+			} else {
+				rec = &pairRecord{data: ownRec, device: devRec, log: n.log}
+				closeData := n.closeRec
+				n.closeRec = func() error { return errors.Join(closeData(), devRec.Close()) }
+				cleanup = append(cleanup, func() { devRec.Close() })
+			}
+		}
+	}
 	n.store = cfg.Datastore
 	if n.store == nil {
 		bs, err := ledger.OpenBadger(filepath.Join(cfg.DataDir, "badger"))
@@ -123,9 +141,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	lc.Fleet, lc.Self, lc.Key = cfg.Fleet, cfg.Cert, cfg.Key
 	lc.Now = func() int64 { return cfg.Now().UnixNano() }
 	lc.Logger = n.log.With("component", "ledger")
-	if ownRec != nil {
-		lc.OwnRecord = ownRec
-	}
+	lc.OwnRecord = rec
+	lc.OwnWait = cfg.OwnWait
+	lc.Instance = rand.Uint64()
 	n.l, err = ledger.Open(ctx, n.store, lc)
 	if err != nil {
 		return nil, fmt.Errorf("node: open ledger: %w", err)

@@ -51,6 +51,15 @@ type statusView struct {
 	// (its durable record, peers); missing > 0 means ops were lost from
 	// storage and local writes wait until sync refills them (ownchain.go).
 	OwnChain *ownChainView `json:"own_chain"`
+	// Copied: a chain of this very device is forked, so another process
+	// with this device's folder (a clone, or an older copy put back)
+	// wrote ops as it. This device has moved to a new chain and sells;
+	// the other machine must be stopped.
+	Copied bool `json:"copied"`
+	// Clones: devices this node saw running in two processes at once (a
+	// copied device folder) in the last 10 minutes; only one of the two
+	// can sync (mesh/p2p/clones.go).
+	Clones []cloneView `json:"clones"`
 	// DiskFull: the free-space guard refused the last write (it resumes
 	// by itself once space is freed).
 	DiskFull bool      `json:"disk_full"`
@@ -68,7 +77,7 @@ func (n *Node) status() statusView {
 		QueuedForAnchor: ms.QueuedForAnchor, Offline: off, Conflicts: n.openConflicts(),
 		Forks: len(n.l.Forks()), HeldOps: n.l.Stats().Held, Revoked: n.l.Revocations(), Now: n.cfg.Now().UTC(),
 		Sinks:    n.sinkStatus(),
-		OwnChain: n.ownChain(), DiskFull: n.diskFull(),
+		OwnChain: n.ownChain(), DiskFull: n.diskFull(), Copied: n.copied(), Clones: n.clones(ms.Clones),
 	}
 	if v.Addrs == nil {
 		v.Addrs = []string{}

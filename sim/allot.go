@@ -79,7 +79,7 @@ func (w *world) allotSetup(st string) {
 
 // react runs n's reactor once and writes the ops it asks for.
 func (w *world) react(n *node) {
-	if w.reactors == nil || !n.alive || n.gated || n.l == nil {
+	if w.reactors == nil || !n.alive || n.l == nil {
 		return
 	}
 	scope := n.spec.store

@@ -209,6 +209,10 @@ func (w *world) restore(n *node, r RestoreEvent) {
 		w.fatal("restore %s: no backup %q of it", n.spec.name, r.Backup)
 		return
 	}
+	var record []ledger.OwnChainState // the device folder's own-chain record, which the restore does not replace
+	if n.l != nil && !r.SellBeforeSync {
+		record = n.l.OwnChains()
+	}
 	w.crash(n, -1)
 	elsewhere := w.holdersOf(n)
 	for _, a := range n.ops[b.ops:] {
@@ -217,7 +221,11 @@ func (w *world) restore(n *node, r RestoreEvent) {
 		}
 	}
 	for sc, m := range n.ln.maxSeq { // the device's highest seqs may have gone with its disk
-		delete(m, n.dev.ID())
+		for d := range m {
+			if ledger.ChainOwner(d) == n.dev.ID() {
+				delete(m, d)
+			}
+		}
 		for _, a := range n.ops {
 			if a.store == sc && !a.exempt {
 				m[a.device] = max(m[a.device], a.seq)
@@ -230,12 +238,19 @@ func (w *world) restore(n *node, r RestoreEvent) {
 		return
 	}
 	n.store = c
-	n.gated = !r.SellBeforeSync
 	w.rep.Restored = append(w.rep.Restored, n.spec.name)
 	if r.Offline > 0 {
 		w.cut(slices.Clone(n.links), int64(r.Offline), "restore "+n.spec.name+" (offline)")
 	}
 	w.restart(n)
+	if n.l != nil {
+		// What the node does with its device folder's record on open
+		// (node.pairRecord): the ledger waits for the refill, then writes
+		// a new epoch.
+		for _, oc := range record {
+			n.l.RaiseOwnFloor(oc.Scope, oc.Chain, oc.Recorded, "device record")
+		}
+	}
 }
 
 // holdersOf returns a test of whether a node other than n holds an op

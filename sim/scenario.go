@@ -154,8 +154,12 @@ type RestoreEvent struct {
 	Node    string   `json:"node"`
 	Backup  string   `json:"backup"`
 	Offline Duration `json:"offline,omitempty"`
-	// SellBeforeSync lets the device sell while it has not yet learned its
-	// own last seq from a peer; it then forks its chain.
+	// SellBeforeSync restores the device folder too: its own-chain record
+	// is as old as the backup, so nothing tells the device it is behind
+	// until a peer's summary does. It sells at once and forks its chain
+	// (every replica flags it), then writes a new epoch. Without it the
+	// device knows from its record, waits for peers to refill its chain
+	// (ledger OwnWait) and writes a new epoch if they do not.
 	SellBeforeSync bool `json:"sell_before_sync,omitempty"`
 }
 

@@ -201,36 +201,11 @@ func (w *world) countRandom(n *node, k int) {
 	w.randomOps += k
 }
 
-// ready reports whether n runs and may write: a restored device waits
-// (see ungate).
-func (w *world) ready(n *node) bool { return n.alive && (!n.gated || w.ungate(n)) }
-
-// ungate lets a restored device sell again once it has heard from its
-// peers what they hold of its own chain and holds that much itself: the
-// rule of docs/design.md §4, "after a restore it learns its own last seq from the
-// mesh before it sells". Neither ledger nor mesh says when that has
-// happened, so this is the POS's policy: every session up for longer than
-// a summary period (so a full summary has come, unless lost) reports no
-// seq of this device above its own.
-func (w *world) ungate(n *node) bool {
-	self := n.dev.ID()
-	own := n.l.VersionVector(n.spec.store)[self]
-	period := int64(w.sc.Tick) * int64(max(w.sc.Session.SummaryTicks, 5)+1)
-	heard := false
-	for _, li := range n.links {
-		lk := w.links[li]
-		s := lk.sess[lk.sideOf(n.idx)]
-		if s == nil || !s.Established() || n.ln.now-lk.upAt < period {
-			continue
-		}
-		if s.Acked(n.spec.store)[self] > own {
-			return false
-		}
-		heard = true
-	}
-	n.gated = !heard
-	return heard
-}
+// ready reports whether n runs and may write. A restored device needs no
+// rule of the harness's own: the ledger refuses its writes while its own
+// chain is short of what is known of it, and moves to a new epoch after
+// OwnWait (ledger.RaiseOwnFloor; restore gives it its device record).
+func (w *world) ready(n *node) bool { return n.alive }
 
 // sale rings up one or two lines at the price this terminal knows.
 func (w *world) sale(n *node) {

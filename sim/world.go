@@ -35,7 +35,6 @@ type node struct {
 	alive   bool
 	links   []int // indices of this node's links, sorted by the peer's index
 	clk     nodeClock
-	gated   bool         // restored from a backup: waits to learn its own last seq before it sells
 	pending []*ledger.Op // push policy "durable": ops made durable during the current call
 	ops     []*ackedOp   // the ops this node authored and acknowledged
 	ln      *lane        // the lane whose events touch this node

@@ -44,6 +44,7 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	mdns := fs.Bool("mdns", mdnsDefault, "discover peers on the LAN with mDNS")
 	mdnsIface := fs.String("mdns-iface", "", "network interface for mDNS (default: the first up multicast interface with IPv4)")
 	offlineAfter := fs.Duration("offline-after", 60*time.Second, "no anchor contact for this long = offline (the store's offline policy applies)")
+	ownWait := fs.Duration("own-wait", 10*time.Second, "after a restore or a lost tail, how long sales wait for peers to refill this device's chain before it writes a new chain")
 	readyFile := fs.String("ready-file", "", "write {\"device\",\"http\",\"addrs\"} as JSON here once serving (for scripts and tests)")
 	var pgURL, mqttURL, mqttPrefix *string
 	if anchor {
@@ -92,6 +93,7 @@ func runPeer(c *cli, args []string, anchor bool) error {
 	cfg := node.DefaultConfig()
 	cfg.Key, cfg.Cert, cfg.Fleet = dev.Key, dev.Cert, dev.Fleet
 	cfg.DataDir, cfg.HTTPAddr, cfg.Token = *data, *httpAddr, *token
+	cfg.DeviceDir, cfg.OwnWait = *device, *ownWait
 	cfg.Listen, cfg.Peers, cfg.Anchors = listen.vals, peers.vals, anchors.vals
 	cfg.MDNS, cfg.MDNSInterface = *mdns, *mdnsIface
 	cfg.OfflineAfter = *offlineAfter

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"fmt"
 	"math"
@@ -98,7 +99,7 @@ func newHost(cfg *Config, g *gater) (host.Host, error) {
 		libp2p.UDPBlackHoleSuccessCounter(nil),
 		libp2p.IPv6BlackHoleSuccessCounter(nil),
 		libp2p.WithDialTimeout(cfg.DialTimeout),
-		libp2p.UserAgent("storemesh/1"),
+		libp2p.UserAgent(cmp.Or(cfg.agent, agentPrefix)),
 	}
 	// Listen on each address ourselves: libp2p's ListenAddrs succeeds when
 	// any one address binds, so a busy port among several went unnoticed.

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -82,6 +83,8 @@ type Config struct {
 	SessionTuning func(*mesh.SessionConfig)
 	// Now is the wall clock for certificate checks and status: time.Now.
 	Now func() time.Time
+
+	agent string // the identify agent string, with this process's instance id (clones.go)
 	// Rand jitters dial backoff. Default: seeded from the device key, so a
 	// run is repeatable and two devices do not retry in lockstep.
 	Rand *rand.Rand
@@ -217,6 +220,8 @@ type Mesh struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	unsub   func()
+	clones  *cloneWatch        // two processes of one device (clones.go)
+	idSub   event.Subscription // identify events, for clones
 	mdns    *mdnsState
 	pulls   *mesh.Pulls      // shared by the sessions
 	anchors *mesh.AnchorView // shared by the sessions
@@ -290,11 +295,19 @@ func New(ctx context.Context, cfg Config) (*Mesh, error) {
 		m.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(sum[:8]), binary.LittleEndian.Uint64(sum[8:16])))
 	}
 	m.gater = newGater(cfg.Now, cfg.BanPeriod, cfg.Ledger.Revoked, m.log.With("component", "gate"))
+	m.clones = newCloneWatch(cfg.Now, m.log.With("component", "clones"))
+	cfg.agent = m.clones.agent()
 	h, err := newHost(&cfg, m.gater)
 	if err != nil {
 		return nil, err
 	}
 	m.h = h
+	m.idSub, err = h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("mesh: identify events: %w", err)
+	}
+	go watchIdentify(m.idSub, m.clones)
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	h.Network().Notify(&network.NotifyBundle{ConnectedF: m.connected, DisconnectedF: m.disconnected})
 	h.SetStreamHandler(ProtocolID, m.handleStream)
@@ -339,6 +352,7 @@ func (m *Mesh) Close() error {
 		d.cancel(errMeshClosed)
 	}
 	m.cancel()
+	_ = m.idSub.Close()
 	err := m.h.Close()
 	m.wg.Wait()
 	return err
@@ -389,6 +403,7 @@ func (m *Mesh) connected(_ network.Network, c network.Conn) {
 }
 
 func (m *Mesh) disconnected(n network.Network, c network.Conn) {
+	m.clones.closed(c)
 	p := c.RemotePeer()
 	if n.Connectedness(p) == network.Connected {
 		return
@@ -445,6 +460,11 @@ func (m *Mesh) startSession(s network.Stream) {
 		m.gater.Ban(p, mesh.CodeNotEnrolled)
 		_ = s.Reset()
 		_ = m.h.Network().ClosePeer(p)
+		return
+	}
+	if m.secondInstance(s) {
+		m.log.Debug("sync stream refused: another process of this device already syncs here", "peer", p.String())
+		_ = s.Reset()
 		return
 	}
 	m.mu.Lock()

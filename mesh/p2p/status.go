@@ -51,6 +51,10 @@ type Status struct {
 	Banned            int               `json:"banned"`
 	Refused           uint64            `json:"refused"`              // connections the gater refused (banned, revoked)
 	RefusedBy         map[string]uint64 `json:"refused_by,omitempty"` // the same, by reason: "revoked" or the ban's code
+	// Clones lists devices seen running in two processes at once within
+	// CloneMemory (clones.go); CloneDetections counts the sightings.
+	Clones          []Clone `json:"clones,omitempty"`
+	CloneDetections uint64  `json:"clone_detections"`
 }
 
 // Peers lists configured, discovered and synced peers, sorted by id.
@@ -135,6 +139,10 @@ func (m *Mesh) Status() Status {
 	st.Banned = m.gater.Bans()
 	st.Refused = m.gater.refused.Load()
 	st.RefusedBy = m.gater.RefusedBy()
+	st.Clones = m.clones.list()
+	m.clones.mu.Lock()
+	st.CloneDetections = m.clones.count
+	m.clones.mu.Unlock()
 	if ns := max(m.lastAnchor.Load(), m.anchors.Seen()); ns != 0 {
 		st.LastAnchorContact = time.Unix(0, ns)
 	}

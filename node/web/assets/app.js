@@ -168,8 +168,17 @@ function renderStatus() {
   const banner = $("storage-banner");
   const oc = st.own_chain;
   if (oc && oc.missing > 0) {
-    banner.textContent = "Storage lost this terminal's sales " + (oc.held + 1) + "–" + oc.recorded + " (" + oc.missing +
-      " missing, per its " + oc.source + "). Selling waits until the other terminals or HQ send them back.";
+    banner.textContent = "This terminal's sales " + (oc.held + 1) + "–" + oc.recorded + " are missing here (" + oc.missing +
+      ", per its " + oc.source + "): restored from an older copy, or lost by storage. Selling waits until the other terminals or HQ send them back" +
+      (oc.wait_seconds > 0 ? ", " + Math.ceil(oc.wait_seconds) + " s at most; then it sells on a new chain." : ".");
+    banner.hidden = false;
+  } else if (st.copied) {
+    banner.textContent = "Another machine is running as this terminal (a copy of its folders): both wrote sales as it. " +
+      "Every sale is kept; this terminal now sells on chain " + (oc ? oc.epoch : "") + ". Stop the other machine.";
+    banner.hidden = false;
+  } else if (st.clones && st.clones.length > 0) {
+    banner.textContent = st.clones.map(c => "Two machines are running as " + (c.name || c.device.slice(-8)) +
+      (c.store ? " of " + c.store : "") + " (its device folder was copied): only one of them syncs. Stop the copy.").join(" ");
     banner.hidden = false;
   } else if (st.disk_full) {
     banner.textContent = "Disk full: sales are refused until space is freed on this terminal.";
