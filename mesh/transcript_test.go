@@ -549,6 +549,9 @@ func init() {
 		fmt.Fprintf(w.out, "rejected: %s\nwindow=%d wants=%d served=%d merged=%d\nheld=%d bytes=%d\nqueued_for_hq=%d hq_seen=%t established=%t\n",
 			strings.Join(parts, " "), b, jobs, st.ServedBytes, st.WantsMerged, ls.Held, ls.HeldBytes,
 			n.l.VersionVector(store).Beyond(n.anchors.Acked(store)), n.anchors.Seen() != 0, s.Established())
+		if st.OwnAhead > 0 {
+			fmt.Fprintf(w.out, "own_ahead=%d\n", st.OwnAhead)
+		}
 		return nil
 	}
 }
