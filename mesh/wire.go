@@ -327,3 +327,9 @@ func HelloFrame(fleet string, cert []byte, scopes ...string) []byte {
 func OpsFrame(scope string, certs, ops [][]byte) []byte {
 	return encodeFrame(msgOps, &opsMsg{Scope: scope, Certs: certs, Ops: ops})
 }
+
+// WantFrame builds a want frame by hand, for tools and tests that play a
+// peer: device's ops in scope in (after, through]; through 0 is all.
+func WantFrame(scope, device string, after, through uint64) []byte {
+	return encodeFrame(msgWant, &wantMsg{Scope: scope, Device: device, After: after, Through: through})
+}
