@@ -30,6 +30,10 @@ const CloneMemory = 10 * time.Minute
 
 const agentPrefix = "storemesh/1"
 
+// staleSession: a session that received nothing for this long gives way
+// to a stream of another process of the same device.
+const staleSession = 15 * time.Second
+
 // Clone is a device seen running in more than one process at once.
 type Clone struct {
 	Device    string    `json:"device"`
@@ -161,7 +165,8 @@ func (w *cloneWatch) instance(c network.Conn) string {
 // one the peer's established session runs with (a clone): the session in
 // place keeps syncing and s is refused, so the two never take the session
 // from each other in turn. A new stream of the same process (a redial, a
-// simultaneous dial) still replaces the old session.
+// simultaneous dial) still replaces the old session, and so does any
+// stream once the session in place has been silent for staleSession.
 func (m *Mesh) secondInstance(s network.Stream) bool {
 	m.mu.Lock()
 	old := m.sessions[s.Conn().RemotePeer()]
@@ -171,6 +176,12 @@ func (m *Mesh) secondInstance(s network.Stream) bool {
 	}
 	oc := old.stream.Conn()
 	if oc == s.Conn() || oc.IsClosed() {
+		return false
+	}
+	if last := old.snapshot().stats.LastSync; m.cfg.Now().Sub(time.Unix(0, last)) > staleSession {
+		// The session in place has been silent: its process may be gone
+		// without closing its connection (a power cut). The newcomer
+		// takes over, as a redial would.
 		return false
 	}
 	if ider, ok := m.h.(interface{ IDService() identify.IDService }); ok {
