@@ -26,8 +26,8 @@ package mesh
 //	device name=N store=S role=R
 //	    a certified device the script plays by hand (an attacker or a peer):
 //	    it has a ledger to sign its ops and statements, and no session.
-//	sell node=N [n=K]
-//	    K local sales at N (default 1); pushed to N's established sessions.
+//	sell node=N [n=K] [qty=Q]
+//	    K local sales of Q units (default 1) at N; pushed to N's established sessions.
 //	session node=N peer=P
 //	    opens N's session towards P (a node or a device); prints N's frames.
 //	connect a=N b=M
@@ -402,7 +402,7 @@ func init() {
 		l := w.ledgerOf(name)
 		var ops []*ledger.Op
 		for range a.num("n", 1) {
-			o, err := l.Append(w.h.ctx, l.Self().Store, ledger.KindSale, ledgertest.Sale("TEA", 1, 100))
+			o, err := l.Append(w.h.ctx, l.Self().Store, ledger.KindSale, ledgertest.Sale("TEA", int64(a.num("qty", 1)), 100))
 			if err != nil {
 				return err
 			}
@@ -474,7 +474,7 @@ func init() {
 		l := w.ledgerOf(p)
 		var raws [][]byte
 		for range a.num("n", 10) {
-			o, err := l.Append(w.h.ctx, l.Self().Store, ledger.KindSale, ledgertest.Sale("TEA", 1, 100))
+			o, err := l.Append(w.h.ctx, l.Self().Store, ledger.KindSale, ledgertest.Sale("TEA", int64(a.num("qty", 1)), 100))
 			if err != nil {
 				return err
 			}
