@@ -8,24 +8,6 @@ import (
 	"time"
 )
 
-type ownStatus struct {
-	Forks    int  `json:"forks"`
-	Copied   bool `json:"copied"`
-	OwnChain struct {
-		Chain   string  `json:"chain"`
-		Epoch   uint64  `json:"epoch"`
-		Held    uint64  `json:"held"`
-		Missing uint64  `json:"missing"`
-		Wait    float64 `json:"wait_seconds"`
-	} `json:"own_chain"`
-}
-
-func (p *proc) ownStatus() ownStatus {
-	var st ownStatus
-	p.must(200, "GET", "/v1/status", nil, &st)
-	return st
-}
-
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
@@ -33,22 +15,31 @@ func copyDir(t *testing.T, from, to string) {
 	}
 }
 
-// A till whose data folder is put back from a copy taken 50 sales
-// earlier, started beside its peer, notices it (its device folder
-// remembers more of its chain), waits for the peer to send the 50 back and
-// sells its next sale at the next seq of its chain: no fork anywhere.
-func TestCLIRestoredTill(t *testing.T) {
+// stallWithTill starts a manager and a till peered with it, with TEA in
+// stock, and returns them once the till has made its first sale.
+func stallWithTill(t *testing.T) (m, t1 *proc, devT, dataT string) {
+	t.Helper()
 	_, enroll := newFleet(t)
-	devM, devT := enroll("mgr", "stall", "manager"), enroll("till-1", "stall", "terminal")
-	m := startProc(t, "node", "--device", devM, "--data", filepath.Join(t.TempDir(), "m"))
-	dataT := filepath.Join(t.TempDir(), "t1")
-	t1 := startProc(t, "node", "--device", devT, "--data", dataT, "--peer", m.addrs[0])
+	devM := enroll("mgr", "stall", "manager")
+	devT = enroll("till-1", "stall", "terminal")
+	m = startProc(t, "node", "--device", devM, "--data", filepath.Join(t.TempDir(), "m"))
+	dataT = filepath.Join(t.TempDir(), "t1")
+	t1 = startProc(t, "node", "--device", devT, "--data", dataT, "--peer", m.addrs[0])
 	m.must(200, "PUT", "/v1/catalog/TEA", map[string]any{"name": "Tea", "unit_price": 350, "currency": "EUR"}, nil)
 	m.must(201, "POST", "/v1/stock/received", map[string]any{"sku": "TEA", "qty": 500}, nil)
 	eventually(t, 15*time.Second, "t1 to learn the catalog", func() bool {
 		code, _ := t1.do("POST", "/v1/sales", sale("TEA", 1, "cash"), nil, "Idempotency-Key", "t1-0")
 		return code == 201
 	})
+	return m, t1, devT, dataT
+}
+
+// A till whose data folder is put back from a copy taken 50 sales
+// earlier, started beside its peer, notices it (its device folder
+// remembers more of its chain), waits for the peer to send the 50 back and
+// sells its next sale at the next seq of its chain: no fork anywhere.
+func TestCLIRestoredTill(t *testing.T) {
+	m, t1, devT, dataT := stallWithTill(t)
 	t1.stop(false)
 	backup := filepath.Join(t.TempDir(), "backup")
 	copyDir(t, dataT, backup)
@@ -73,7 +64,7 @@ func TestCLIRestoredTill(t *testing.T) {
 	}
 	for _, p := range []*proc{m, t1} {
 		eventually(t, 20*time.Second, "52 sales and no fork", func() bool {
-			return len(p.sales()) == 52 && p.ownStatus().Forks == 0
+			return len(p.sales()) == 52 && p.status().Forks == 0
 		})
 	}
 	if m.digest("stall") != t1.digest("stall") {
@@ -92,17 +83,7 @@ func TestCLIRestoredTill(t *testing.T) {
 // real till's chain is forked, and it goes on selling on a new chain:
 // every sale of both is kept, once, and every replica agrees.
 func TestCLIClonedTill(t *testing.T) {
-	_, enroll := newFleet(t)
-	devM, devT := enroll("mgr", "stall", "manager"), enroll("till-1", "stall", "terminal")
-	m := startProc(t, "node", "--device", devM, "--data", filepath.Join(t.TempDir(), "m"))
-	dataT := filepath.Join(t.TempDir(), "t1")
-	t1 := startProc(t, "node", "--device", devT, "--data", dataT, "--peer", m.addrs[0])
-	m.must(200, "PUT", "/v1/catalog/TEA", map[string]any{"name": "Tea", "unit_price": 350, "currency": "EUR"}, nil)
-	m.must(201, "POST", "/v1/stock/received", map[string]any{"sku": "TEA", "qty": 500}, nil)
-	eventually(t, 15*time.Second, "t1 to learn the catalog", func() bool {
-		code, _ := t1.do("POST", "/v1/sales", sale("TEA", 1, "cash"), nil, "Idempotency-Key", "t1-0")
-		return code == 201
-	})
+	m, t1, devT, dataT := stallWithTill(t)
 	eventually(t, 15*time.Second, "the manager to hold t1's sale", func() bool { return len(m.sales()) == 1 })
 	t1.stop(false)
 	cloneDev, cloneData := filepath.Join(t.TempDir(), "dev"), filepath.Join(t.TempDir(), "data")
@@ -134,12 +115,12 @@ func TestCLIClonedTill(t *testing.T) {
 	t1.stop(false)
 	clone = startProc(t, "node", "--device", cloneDev, "--data", cloneData, "--peer", m.addrs[0])
 	eventually(t, 15*time.Second, "the manager to hold the copy's sale and flag the fork", func() bool {
-		return len(m.sales()) == 4 && m.ownStatus().Forks == 1
+		return len(m.sales()) == 4 && m.status().Forks == 1
 	})
 	clone.stop(false)
 
 	t1 = startProc(t, "node", "--device", devT, "--data", dataT, "--peer", m.addrs[0])
-	eventually(t, 15*time.Second, "the real till to learn it was copied", func() bool { return t1.ownStatus().Copied })
+	eventually(t, 15*time.Second, "the real till to learn it was copied", func() bool { return t1.status().Copied })
 	var out saleOut
 	t1.must(201, "POST", "/v1/sales", sale("TEA", 1, "card"), &out)
 	if !strings.Contains(out.Device, "~") || out.Seq != 1 {

@@ -13,17 +13,23 @@ import (
 	"storemesh/sink/sinktest"
 )
 
-type sinkStatusOut struct {
+type statusOut struct {
 	QueuedForAnchor uint64 `json:"queued_for_anchor"`
-	Sinks           []struct {
+	Forks           int    `json:"forks"`
+	Copied          bool   `json:"copied"`
+	OwnChain        struct {
+		Chain string `json:"chain"`
+		Epoch uint64 `json:"epoch"`
+	} `json:"own_chain"`
+	Sinks []struct {
 		Name      string `json:"name"`
 		Backlog   uint64 `json:"backlog"`
 		LastError string `json:"last_error"`
 	} `json:"sinks"`
 }
 
-func (p *proc) status() sinkStatusOut {
-	var st sinkStatusOut
+func (p *proc) status() statusOut {
+	var st statusOut
 	p.must(200, "GET", "/v1/status", nil, &st)
 	return st
 }
